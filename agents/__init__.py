@@ -1,0 +1,1 @@
+"""Designer and Reflector agents, chat-model loading and the LLM cache."""

@@ -1,0 +1,1 @@
+"""The RZ-NAS search graph, its CLI, traces and reports."""

@@ -1,0 +1,1 @@
+"""Zero-cost proxies, search spaces, the sandboxed evaluator and ground truth."""
