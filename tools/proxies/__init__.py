@@ -48,6 +48,35 @@ class Batch:
         return Batch(self.inputs.to(device), self.targets.to(device), self.num_classes)
 
 
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"``, ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``) into a ``torch.device``.
+
+    ``"auto"`` picks CUDA when it is available and the CPU otherwise. Asking for CUDA on a machine
+    without it raises ``ValueError`` instead of failing later inside a proxy.
+    """
+    if isinstance(name, torch.device):
+        name = str(name)
+    name = name.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available; use auto or cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {name!r}; use auto, cpu or cuda[:N]")
+    return device
+
+
+def _device_of(net: nn.Module) -> torch.device | None:
+    """Return the device of the network's first parameter or buffer (None for a stateless net)."""
+    for tensor in (*net.parameters(), *net.buffers()):
+        return tensor.device
+    return None
+
+
 ProxyFn = Callable[[nn.Module, Batch], float]
 
 
@@ -144,8 +173,27 @@ def score_network(
 
     The network is built once by the caller; each proxy gets a deep copy (proxies such as synflow
     rewrite weights in place) and a freshly seeded RNG, so results do not depend on proxy order.
-    Failures come back as :class:`ProxyFailure` values, never as exceptions.
+    Failures come back as :class:`ProxyFailure` values, never as exceptions. The batch is moved to
+    the network's device (so building the net on CUDA is enough to score it there). Scores repeat
+    bit for bit on the CPU; on CUDA cuDNN is held to deterministic kernels while scoring, but a few
+    CUDA backward kernels (pooling) still accumulate atomically, so expect float-level agreement.
     """
+    device = _device_of(net)
+    if device is not None and batch.inputs.device != device:
+        batch = batch.to(device)
+    if device is None or device.type != "cuda":
+        return _score_all(net, names, batch, seed)
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        return _score_all(net, names, batch, seed)
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
+def _score_all(
+    net: nn.Module, names: list[str] | tuple[str, ...], batch: Batch, seed: int
+) -> dict[str, float | ProxyFailure]:
     results: dict[str, float | ProxyFailure] = {}
     pristine = {k: v.detach().clone() for k, v in net.state_dict().items()}
     for name in names:

@@ -1,0 +1,99 @@
+"""How scores, architectures and history look in the Designer's and Reflector's prompts.
+
+Scores of log-scale proxies are shown as log10 (raw values span many orders of magnitude, which
+a language model reads badly); long architectures (whole programs) are abbreviated in history
+lines; all JSON is compact and keeps non-ASCII text as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tools.proxies import ProxySpec
+
+#: Architectures longer than this are abbreviated in history lines (torch-code sources).
+SHORT_ARCH_CHARS = 240
+#: Error texts in history lines are cut to this many characters.
+SHORT_ERROR_CHARS = 160
+
+
+def score_type(proxy: ProxySpec) -> str:
+    """Return the label of the scores shown to the model, e.g. ``synflow, log10``."""
+    return f"{proxy.name}, log10" if proxy.log_scale else proxy.name
+
+
+def score_note(proxy: ProxySpec) -> str:
+    """Say how scores are shown and which direction is better."""
+    better = "Higher is better." if proxy.higher_is_better else "Lower is better."
+    if proxy.log_scale:
+        return (
+            f"Scores are log10 of the raw {proxy.name} value, because raw values span many orders "
+            f"of magnitude (a score of 3.0 means 1000; +1 means ten times larger). {better}"
+        )
+    return f"Scores are raw {proxy.name} values. {better}"
+
+
+def shown_score(score: float | None, proxy: ProxySpec) -> float | str | None:
+    """Return the score as the model sees it: log10 for log-scale proxies, 4 significant digits."""
+    if score is None:
+        return None
+    if not math.isfinite(score):
+        return str(score)
+    if proxy.log_scale:
+        if score <= 0:
+            return f"raw {score:.4g} (no log10)"
+        return round(math.log10(score), 3)
+    return float(f"{score:.4g}")
+
+
+def short_arch(arch: str) -> str:
+    """Abbreviate a long architecture (a whole program) to its length and a short content hash."""
+    if len(arch) <= SHORT_ARCH_CHARS:
+        return arch
+    digest = hashlib.sha256(arch.encode()).hexdigest()[:8]
+    return f"<program of {len(arch.splitlines())} lines, sha256 {digest}>"
+
+
+def history_line(item: dict, proxy: ProxySpec) -> str:
+    """Render one history record ``{"arch", "score", "error"}`` as a JSON line."""
+    line: dict[str, Any] = {"arch": short_arch(str(item.get("arch", "")))}
+    if item.get("error"):
+        line["error"] = one_line(str(item["error"]))[:SHORT_ERROR_CHARS]
+    else:
+        line["score"] = shown_score(item.get("score"), proxy)
+    return as_json(line)
+
+
+def proxy_source(proxy: ProxySpec) -> str:
+    """Return the proxy function's source code, or a one-line note when it is unavailable."""
+    try:
+        return inspect.getsource(proxy.fn).strip()
+    except (OSError, TypeError):
+        return f"# source of {proxy.name} is not available; summary: {proxy.summary}"
+
+
+def as_json(value: Any) -> str:
+    """Return compact one-line JSON, non-ASCII kept as is."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def one_line(text: str) -> str:
+    """Collapse all whitespace runs (newlines included) to single spaces."""
+    return " ".join(text.split())
+
+
+__all__ = [
+    "as_json",
+    "history_line",
+    "one_line",
+    "proxy_source",
+    "score_note",
+    "score_type",
+    "short_arch",
+    "shown_score",
+]

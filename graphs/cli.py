@@ -1,0 +1,170 @@
+"""Command line of ``python -m graphs.search``: flags mirror :class:`graphs.config.SearchConfig`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from graphs.config import SearchConfig
+from graphs.runner import UsageError, default_run_dir, load_run_config, run_search
+
+PAPER_SCALE = ("python -m graphs.search --space nb201 --dataset cifar10 --proxy synflow "
+               "--iterations 1500 --population 100 --designer-model openai:gpt-4o "
+               "--reflector-model openai:gpt-4o --concurrency 8")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit 2, no usage dump
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    """Parse 1.5e6, 1500000 or 1.5M / 300K / 2G."""
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9}
+    t = text.strip().lower()
+    try:
+        return float(t[:-1]) * scale[t[-1]] if t and t[-1] in scale else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1.5M, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser; defaults are None so only explicit flags count as explicit."""
+    p = _Parser(
+        prog="python -m graphs.search",
+        description="RZ-NAS: LLM-guided evolutionary NAS with zero-cost proxies and reflection. "
+        "With no arguments: a short offline search of NAS-Bench-201 with the embedded model.",
+        epilog=f"Paper-scale setting: {PAPER_SCALE}",
+        argument_default=None,
+    )
+    add = p.add_argument
+    add("--space", help="search space (default nb201; see --list-spaces)")
+    add("--dataset", help="cifar10 (default), cifar100, ImageNet16-120, imagenet")
+    add("--proxy", help="ranking proxy, optionally followed by reported ones: synflow,naswot")
+    add("--iterations", type=int, help="mutation steps (default 8; paper 1500)")
+    add("--population", type=int, help="population size (default 10; paper 100)")
+    add("--concurrency", type=int, help="mutations in parallel per step (default 1)")
+    add("--designer-model", help="local (default), local:FILE.gguf, openai:MODEL, "
+        "openai-compatible:URL:MODEL, fake:FILE.json; env RZNAS_DESIGNER_MODEL")
+    add("--reflector-model", help="as --designer-model; env RZNAS_REFLECTOR_MODEL")
+    add("--prompt", help="prompt ids, e.g. designer@v1,reflector@v1 (see --list-prompts)")
+    add("--no-reflection", dest="reflection", action="store_false", help="ablation: no Reflector")
+    add("--no-text-description", dest="text_description", action="store_false",
+        help="ablation: hide the text description of the space")
+    add("--no-code-description", dest="code_description", action="store_false",
+        help="ablation: hide the source of the space")
+    add("--no-proxy-code", dest="proxy_code", action="store_false",
+        help="ablation: hide the proxy's source")
+    add("--history-length", type=int, help="recent candidates shown to the Designer (default 5)")
+    add("--lessons", type=int, help="earlier reflections summarised for the Designer (default 3)")
+    add("--output-form", choices=["edit", "whole"], help="Designer returns an edit (default) or a whole arch")
+    add("--max-retries", type=int, help="re-asks after an invalid proposal (default 3)")
+    add("--temperatures", type=_floats, help="drawn per call (default 0.2,0.4,0.6,0.8,1.0)")
+    add("--budget-params", type=_number, help="reject candidates with more parameters, e.g. 1M")
+    add("--budget-flops", type=_number, help="reject candidates with more FLOPs, e.g. 200M")
+    add("--device", choices=["auto", "cpu", "cuda"], help="where proxies run (default auto)")
+    add("--seed", type=int, help="seed (default 0)")
+    add("--batch-size", type=int, help="proxy batch size (default 64)")
+    add("--eval-timeout", dest="eval_timeout_s", type=float, help="seconds per evaluation (default 120)")
+    add("--workers", type=int, help="evaluation worker processes (default 1)")
+    add("--executor", choices=["local", "ray"], help="evaluation executor (default local)")
+    add("--ray-address", help="Ray cluster address for --executor ray")
+    add("--wall-clock", dest="wall_clock_s", type=float, help="stop after this many seconds")
+    add("--truth", help="NB201 ground truth (CSV or NASLib JSON) for the report; env RZNAS_TRUTH")
+    add("--truth-metric", help="ground-truth column (default: the dataset's test accuracy)")
+    add("--no-llm-cache", dest="llm_cache", action="store_false", help="do not cache LLM replies")
+    add("--llm-timeout", dest="llm_timeout_s", type=float, help="seconds per LLM call (default 300)")
+    add("--output", type=Path, help="run directory (default runs/<time>-<space>-<proxy>)")
+    add("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped or killed run")
+    add("--plain", action="store_true", help="one line per event, no live display (logs, CI)")
+    add("--quiet", action="store_true", help="no trace on the terminal; files only")
+    add("--list-spaces", action="store_true", help="list search spaces and exit")
+    add("--list-proxies", action="store_true", help="list zero-cost proxies and exit")
+    add("--list-prompts", action="store_true", help="list prompt versions and exit")
+    return p
+
+
+#: Flags that may change when resuming; everything else comes from the saved config.
+RESUMABLE = {"iterations", "wall_clock_s", "workers", "llm_timeout_s", "eval_timeout_s"}
+
+
+def explicit_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Return the SearchConfig fields the user set on the command line."""
+    names = {f.name for f in fields(SearchConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    for flag in ("reflection", "text_description", "code_description", "proxy_code", "llm_cache"):
+        if values.get(flag) is True:  # store_false flags default to True: not explicit
+            values.pop(flag)
+    if args.proxy:
+        proxies = [p.strip() for p in args.proxy.split(",") if p.strip()]
+        values["proxy"], values["extra_proxies"] = proxies[0], tuple(proxies[1:])
+    if args.prompt:
+        for prompt_id in (p.strip() for p in args.prompt.split(",") if p.strip()):
+            values[f"{prompt_id.split('@')[0]}_prompt"] = prompt_id
+    unknown = [k for k in values if k not in names]
+    if unknown:
+        raise UsageError(f"--prompt takes designer@vN and reflector@vN ids, not {unknown[0]!r}")
+    return values
+
+
+def _listing(args: argparse.Namespace) -> str | None:
+    if args.list_spaces:
+        from tools.spaces import get_space, space_names
+
+        return "\n".join(f"{n:12s} {get_space(n).arch_format}" for n in space_names())
+    if args.list_proxies:
+        from tools.proxies import get_proxy, proxy_names
+
+        rows = []
+        for name in proxy_names():
+            spec = get_proxy(name)
+            direction = "higher" if spec.higher_is_better else "lower"
+            rows.append(f"{name:10s} {direction}-is-better{' log10' if spec.log_scale else ''}  {spec.summary}")
+        return "\n".join(rows)
+    if args.list_prompts:
+        from prompts import list_prompts
+
+        return "\n".join(f"{p.id:14s} {p.sha256[:12]}  {p.changes}" for p in list_prompts())
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run the search and return the exit code (0 done, 2 usage error, 130 Ctrl-C)."""
+    args = build_parser().parse_args(argv)
+    listing = _listing(args)
+    if listing is not None:
+        print(listing)
+        return 0
+    mode = "quiet" if args.quiet else "plain" if args.plain else "live"
+    try:
+        values = explicit_values(args)
+        if args.resume:
+            saved = load_run_config(args.resume)
+            overrides = {k: v for k, v in values.items() if k in RESUMABLE}
+            ignored = sorted(set(values) - RESUMABLE)
+            if ignored:
+                raise UsageError(f"--resume keeps the run's settings; these flags cannot change: "
+                                 f"{', '.join(ignored)} (start a new run instead)")
+            config = SearchConfig.from_dict({**saved.to_dict(), **overrides})
+            run_dir = args.resume
+        else:
+            config = SearchConfig.from_sources(values)
+            run_dir = args.output or default_run_dir(config)
+        outcome = run_search(config, run_dir, resume=bool(args.resume), trace_mode=mode)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except TypeError as exc:  # a SearchConfig field that the saved config or env got wrong
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 130 if outcome.reason == "interrupted" else 0

