@@ -99,6 +99,7 @@ class ChatModel:
         price: Price | None,
         constrained: bool,
         preflight: Callable[[float], None] | None = None,
+        request_hooks: Callable[[], Any] | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -113,6 +114,9 @@ class ChatModel:
         self._make_backend = make_backend
         self._constrained = constrained
         self._preflight = preflight
+        # Returns an object with before_request(role, messages) -> extra body fields and
+        # after_reply(role, messages, extra), or None (the embedded model's prefix store).
+        self._request_hooks = request_hooks
         self._backends: dict[str, BaseChatModel] = {}
         self._backend_lock = threading.Lock()  # held while a backend starts (seconds for local)
         self._lock = threading.Lock()
@@ -183,12 +187,19 @@ class ChatModel:
             }
         chat = _to_langchain(messages)
         try:
-            reply = self.backend(role).invoke(chat, **options)
+            backend = self.backend(role)
+            hooks = self._request_hooks() if self._request_hooks else None
+            extra = hooks.before_request(role, messages) if hooks else {}
+            if extra:
+                options["extra_body"] = {**options.get("extra_body", {}), **extra}
+            reply = backend.invoke(chat, **options)
         except Exception as exc:
             error = classify_exception(exc, self.name)
             if error is None:
                 raise
             raise error from None
+        if hooks:
+            hooks.after_reply(role, messages, extra)
         text = _text_of(reply)
         usage = reply.usage_metadata or {}
         n_in, n_out = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)

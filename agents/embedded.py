@@ -211,6 +211,7 @@ def ensure_model_file(
 # candidate code included) from using it.
 SERVER_API_KEY = secrets.token_urlsafe(24)
 _servers: dict[str, Any] = {}
+_prefixes: dict[str, "SlotPrefixes"] = {}
 _servers_lock = threading.Lock()
 
 
@@ -273,6 +274,8 @@ def server_url(model_path: Path, *, n_threads: int | None = None) -> str:
         params.n_gpu_layers = 999 if _has_gpu(xlc) else 0
         params.port = 0  # any free port, bound to 127.0.0.1 only
         params.api_keys = [SERVER_API_KEY]
+        if (store := prefix_store_dir()) is not None:
+            params.slot_save_path = f"{store}{os.sep}"  # llama.cpp appends the file name as is
         verbosity = os.environ.get("RZNAS_LLAMA_VERBOSITY", "0")
         params.verbosity = int(verbosity) if verbosity.strip().isdigit() else 0
         try:
@@ -285,7 +288,102 @@ def server_url(model_path: Path, *, n_threads: int | None = None) -> str:
         if not _servers:
             atexit.register(shutdown_servers)
         _servers[key] = server
+        if (store := prefix_store_dir()) is not None:
+            st = Path(key).stat()  # a replaced GGUF must not reuse another model's saved state
+            _prefixes[key] = SlotPrefixes(
+                server.listening_address, f"{key}:{st.st_size}:{st.st_mtime_ns}", store
+            )
         return server.listening_address
+
+
+def slot_prefixes(model_path: Path) -> "SlotPrefixes | None":
+    """Return the prefix store of the running server for ``model_path`` (None if off or not started)."""
+    with _servers_lock:
+        return _prefixes.get(str(Path(model_path).resolve()))
+
+
+def prefix_store_dir() -> Path | None:
+    """Return the directory of saved prompt prefixes, or None when ``RZNAS_PREFIX_CACHE=off``."""
+    if os.environ.get("RZNAS_PREFIX_CACHE", "").strip().lower() in ("0", "off", "no", "false"):
+        return None
+    path = cache_dir() / "prefixes"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # an unwritable cache only costs speed
+    return path
+
+
+class SlotPrefixes:
+    """Keeps each role's fixed prompt prefix in llama.cpp's KV cache across runs, on disk.
+
+    On 2 CPU cores the Designer's ~3,000-token system message takes 1-2 minutes to process, once
+    per process; the in-memory prompt cache only helps later calls. So the first request of each
+    distinct system message is pinned to one slot; if a file for that message (and model) exists
+    it is restored into the slot first (about 0.1 s), otherwise the slot is saved after the reply.
+    llama.cpp compares tokens before reusing a restored state, so a stale or foreign file costs
+    speed, never correctness; a file it rejects is deleted. At most ``max_files`` files
+    (~30 MB per 1,000 tokens) are kept, least recently used first out.
+    """
+
+    def __init__(self, base_url: str, model_id: str, directory: Path, *, max_files: int = 8):
+        self.base_url = base_url.rstrip("/")
+        self.model_id = model_id
+        self.directory = directory
+        self.max_files = max_files
+        self._slots: dict[str, int] = {}  # role -> slot, in order of first use
+        self._ready: set[str] = set()  # prefix keys already in a slot of this server
+        self._lock = threading.Lock()
+
+    def _key(self, messages: Sequence[dict[str, str]]) -> str | None:
+        system = next((m["content"] for m in messages if m.get("role") == "system"), None)
+        if not system:
+            return None
+        return hashlib.sha256(f"{self.model_id}\0{system}".encode()).hexdigest()[:32]
+
+    def _action(self, slot: int, action: str, filename: str) -> bool:
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{self.base_url}/slots/{slot}?action={action}",
+            data=json.dumps({"filename": filename}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {SERVER_API_KEY}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as reply:
+                return reply.status == 200
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def before_request(self, role: str, messages: Sequence[dict[str, str]]) -> dict[str, Any]:
+        """Return extra request fields: a slot pin for the first request of a new prefix."""
+        key = self._key(messages)
+        with self._lock:
+            if key is None or key in self._ready:
+                return {}
+            slot = self._slots.setdefault(role, len(self._slots) % N_SLOTS)
+            path = self.directory / f"{key}.bin"
+            if path.is_file():
+                if self._action(slot, "restore", path.name):
+                    os.utime(path)  # recently used: pruned last
+                else:
+                    path.unlink(missing_ok=True)
+            self._ready.add(key)
+            return {"id_slot": slot}
+
+    def after_reply(self, role: str, messages: Sequence[dict[str, str]], extra: dict[str, Any]) -> None:
+        """Save the pinned slot when no file holds its prefix yet, then prune old files."""
+        key = self._key(messages)
+        if key is None or "id_slot" not in extra:
+            return
+        with self._lock:
+            path = self.directory / f"{key}.bin"
+            if path.is_file() or not self._action(extra["id_slot"], "save", path.name):
+                return
+            files = sorted(self.directory.glob("*.bin"), key=lambda p: p.stat().st_mtime)
+            for old in files[: max(0, len(files) - self.max_files)]:
+                old.unlink(missing_ok=True)
 
 
 def shutdown_servers() -> None:
@@ -293,5 +391,6 @@ def shutdown_servers() -> None:
     with _servers_lock:
         servers = list(_servers.values())
         _servers.clear()
+        _prefixes.clear()
     while servers:
         servers.pop()  # dropping the last reference runs the destructor, which joins its thread

@@ -126,11 +126,8 @@ def _openai_client_key(provider: str) -> str:
             )
         return key
     # Self-hosted servers usually ignore the key; the client library insists on having one.
-    return (
-        os.environ.get("RZNAS_OPENAI_COMPATIBLE_API_KEY")
-        or os.environ.get("OPENAI_API_KEY")
-        or "not-needed"
-    ).strip()
+    # Never fall back to OPENAI_API_KEY: that would send the user's OpenAI key to a third party.
+    return (os.environ.get("RZNAS_OPENAI_COMPATIBLE_API_KEY") or "not-needed").strip()
 
 
 def _chat_openai(model: str, base_url: str | None, key: str, timeout_s: float) -> BaseChatModel:
@@ -311,10 +308,16 @@ def load_chat_model(
         def start_local(_timeout: float) -> None:
             _local_url(parsed.model)  # assemble the GGUF and start llama.cpp now, not mid-run
 
+        def prefixes() -> embedded.SlotPrefixes | None:
+            return embedded.slot_prefixes(
+                Path(parsed.model) if parsed.model else embedded.default_model_path()
+            )
+
         return ChatModel(
             name=name,
             make_backend=make_local,
             preflight=start_local,
+            request_hooks=prefixes,
             price=price_for(
                 name, parsed.model or embedded.MODEL_NAME, billed=False, overrides=overrides
             ),

