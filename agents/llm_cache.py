@@ -66,6 +66,7 @@ class LLMCache:
                     "upgrade, point the run at another cache, or run with --no-llm-cache"
                 )
             self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL: a killed run still loses nothing
             self._conn.execute(
                 "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT NOT NULL, "
                 "role TEXT NOT NULL, text TEXT NOT NULL, input_tokens INTEGER NOT NULL, "
