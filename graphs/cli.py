@@ -16,7 +16,7 @@ PAPER_SCALE = ("python -m graphs.search --space nb201 --dataset cifar10 --proxy 
                "--reflector-model openai:gpt-4o --concurrency 8")
 
 
-class _Parser(argparse.ArgumentParser):
+class UsageParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and exit 2, no usage dump
         self.exit(2, f"error: {message} (see --help)\n")
 
@@ -28,7 +28,7 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _number(text: str) -> float:
+def parse_number(text: str) -> float:
     """Parse 1.5e6, 1500000 or 1.5M / 300K / 2G."""
     scale = {"k": 1e3, "m": 1e6, "g": 1e9}
     t = text.strip().lower()
@@ -40,7 +40,7 @@ def _number(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser; defaults are None so only explicit flags count as explicit."""
-    p = _Parser(
+    p = UsageParser(
         prog="python -m graphs.search",
         description="RZ-NAS: LLM-guided evolutionary NAS with zero-cost proxies and reflection. "
         "With no arguments: a short offline search of NAS-Bench-201 with the embedded model.",
@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output-form", choices=["edit", "whole"], help="Designer returns an edit (default) or a whole arch")
     add("--max-retries", type=int, help="re-asks after an invalid proposal (default 3)")
     add("--temperatures", type=_floats, help="drawn per call (default 0.2,0.4,0.6,0.8,1.0)")
-    add("--budget-params", type=_number, help="reject candidates with more parameters, e.g. 1M")
-    add("--budget-flops", type=_number, help="reject candidates with more FLOPs, e.g. 200M")
+    add("--budget-params", type=parse_number, help="reject candidates with more parameters, e.g. 1M")
+    add("--budget-flops", type=parse_number, help="reject candidates with more FLOPs, e.g. 200M")
     add("--device", choices=["auto", "cpu", "cuda"], help="where proxies run (default auto)")
     add("--seed", type=int, help="seed (default 0)")
     add("--batch-size", type=int, help="proxy batch size (default 64)")

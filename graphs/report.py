@@ -134,7 +134,8 @@ def plot_progress(rows: list[dict], events: list[dict], summary: dict) -> bytes:
     if handles:  # below the axes, so it never hides a curve
         ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4,
                   fontsize=8, frameon=False)
-    title = " / ".join(str(summary[k]) for k in ("space", "dataset", "proxy") if summary.get(k))
+    title = " / ".join(str(summary[k]) for k in ("method", "space", "dataset", "proxy")
+                       if summary.get(k))  # "method": baselines (graphs.baselines)
     ax.set_title(f"RZ-NAS progress{': ' + title if title else ''}", fontsize=10)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
@@ -157,9 +158,12 @@ def render_markdown(summary: dict, events: list[dict], population: list[dict],
     out += _md_progress(rows)
     out += _md_population(summary, config, population)
     out += _md_counts(summary, events)
-    out += ["## Models and prompts", "", "| role | model | prompt | sha256 |", "|---|---|---|---|"]
-    out += [f"| {r} | {_code(m)} | {_cell(p)} | {_code(s) if s else 'n/a'} |"
-            for r, m, p, s in _prompt_rows(summary, started)]
+    prompt_rows = _prompt_rows(summary, started)
+    if prompt_rows:  # baselines use no model
+        out += ["## Models and prompts", "", "| role | model | prompt | sha256 |",
+                "|---|---|---|---|"]
+        out += [f"| {r} | {_code(m)} | {_cell(p)} | {_code(s) if s else 'n/a'} |"
+                for r, m, p, s in prompt_rows]
     reflection = _last([e for e in events if e.get("ok")], "reflection")
     if reflection:
         out += ["", f"## Latest reflection (iteration {reflection.get('iteration')})", "",
@@ -170,10 +174,12 @@ def render_markdown(summary: dict, events: list[dict], population: list[dict],
         out += ["", "## Configuration", "", "```json", json.dumps(config, indent=2, default=str),
                 "```"]
     resume = summary.get("resume_command") or f"python -m graphs.search --resume {run_dir}"
-    extend = f"{resume} --iterations {int(summary.get('iterations') or 0) * 2 or 10}"
-    out += ["", "## Resume or extend", "",
-            ("A stopped or killed run continues where it left off; raise `--iterations` (the "
-             "total) or `--wall-clock` to search longer:"),
+    extend = (summary.get("extend_command")
+              or f"{resume} --iterations {int(summary.get('iterations') or 0) * 2 or 10}")
+    note = summary.get("resume_note") or (
+        "A stopped or killed run continues where it left off; raise `--iterations` (the "
+        "total) or `--wall-clock` to search longer:")
+    out += ["", "## Resume or extend", "", note,
             "", "```", resume, extend, "```", "",
             ("Files: `events.jsonl` (every event), `messages.jsonl` (LLM transcripts), "
              "`summary.json`, `population.json`, `progress.png`."), ""]
