@@ -34,8 +34,10 @@ if TYPE_CHECKING:
     from agents.models import ChatModel
     from tools.proxies import ProxySpec
 
-#: How many recent candidates the Reflector sees.
-HISTORY_LENGTH = 5
+#: How many recent candidates the Reflector sees by default. The paper's Reflector sees only the
+#: step itself; two lines keep its suggestion off what was just tried, and on 2 CPU cores each
+#: line costs the embedded model about 1.5 s of prompt processing.
+HISTORY_LENGTH = 2
 #: Failure messages are cut to this many characters in the prompt.
 ERROR_CHARS = 400
 
@@ -77,6 +79,7 @@ class Reflector:
         proxy: the primary zero-cost proxy.
         prompt: the template (``load_prompt("reflector@v1")``).
         max_tokens: the reply's token limit.
+        history_length: how many recent candidates to show (0 hides them).
     """
 
     def __init__(
@@ -88,9 +91,11 @@ class Reflector:
         proxy: ProxySpec,
         prompt: Prompt,
         max_tokens: int = 200,
+        history_length: int = HISTORY_LENGTH,
     ):
         self.model, self.space, self.dataset, self.proxy = model, space, dataset, proxy
         self.prompt, self.max_tokens = prompt, max_tokens
+        self.history_length = max(0, history_length)
         self._static = {
             "space": space.name,
             "dataset": dataset,
@@ -124,7 +129,8 @@ class Reflector:
             "rationale": one_line(request.rationale) or "(none given)",
             "outcome": self.outcome(request),
             "history": "\n".join(
-                history_line(h, self.proxy) for h in request.history[-HISTORY_LENGTH:]
+                history_line(h, self.proxy)
+                for h in (request.history[-self.history_length :] if self.history_length else [])
             ),
         }
         return self.prompt.render_messages(**values)

@@ -13,12 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-#: Longest rationale the Designer may give (characters).
-RATIONALE_MAX = 160
+#: Longest rationale the Designer may give (characters). Every generated token costs ~0.1 s on
+#: 2 CPU cores, so the caps are tight; the prompts ask for one short sentence anyway.
+RATIONALE_MAX = 120
 #: Longest whole architecture accepted in the "whole" output form (characters; torch-code source).
 ARCH_MAX = 8000
 #: Caps of the Reflector's three fields (characters).
-REFLECTION_MAX = {"what_changed": 160, "why": 200, "suggestion": 160}
+REFLECTION_MAX = {"what_changed": 100, "why": 160, "suggestion": 120}
 
 _RATIONALE = Field(
     max_length=RATIONALE_MAX,

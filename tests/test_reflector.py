@@ -109,3 +109,14 @@ def test_as_text_is_one_paragraph_for_the_designer():
         "weights. Next: turn the skip in slot 2 into a conv."
     )
     assert reflection_text(None) is None and reflection_text(Reflection(**GOOD)) == text
+
+
+def test_history_length_shows_only_the_newest_candidates_and_zero_hides_them():
+    history = [{"arch": f"arch-{i}", "score": float(i), "error": None} for i in range(6)]
+    for length, shown in ((2, ["arch-4", "arch-5"]), (0, [])):
+        model = scripted_model([], max_retries=0)
+        reflector = Reflector(model, space=ToySpace(), dataset="cifar10", proxy=TOY_PROXY,
+                              prompt=load_prompt("reflector@v1"), history_length=length)
+        user = reflector.messages(request(history=history))[1]["content"]
+        assert [f"arch-{i}" for i in range(6) if f"arch-{i}" in user] == shown
+        assert ("Recent candidates" in user) == bool(shown)
