@@ -33,11 +33,11 @@ import sys
 import time
 from collections import deque
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from graphs.config import DEFAULT_TRUTH_METRIC
+from graphs.config import RunSettings, doc_field
 from graphs.nodes import INIT_DRAWS_PER_SLOT
 from graphs.runner import (CHECKPOINTS, CONFIG_FILE, RunOutcome, UsageError, load_run_truth,
                            open_evaluator)
@@ -51,12 +51,11 @@ REUSABLE = {"budget", "workers", "device", "eval_timeout_s", "executor", "ray_ad
 CYCLES_PER_EVALUATION = 20
 
 
-def _doc(text: str, **kwargs: Any) -> Any:
-    return field(metadata={"description": text}, **kwargs)
+_doc = doc_field
 
 
 @dataclass(kw_only=True)
-class BaselineConfig:
+class BaselineConfig(RunSettings):
     """One baseline run; the evaluation fields mean what they mean in ``SearchConfig``."""
 
     method: str = _doc("rea or random", default="rea")
@@ -79,26 +78,6 @@ class BaselineConfig:
     truth: str | None = _doc("NB201 ground-truth file for the report", default=None)
     truth_metric: str | None = _doc("ground-truth column", default=None)
 
-    @property
-    def proxies(self) -> tuple[str, ...]:
-        """The ranking proxy first, then the extra ones, without repeats."""
-        return tuple(dict.fromkeys((self.proxy, *self.extra_proxies)))
-
-    @property
-    def metric(self) -> str:
-        """The ground-truth column used in reports."""
-        return self.truth_metric or DEFAULT_TRUTH_METRIC.get(self.dataset, "cifar10_test_acc")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BaselineConfig:
-        """Rebuild a config saved by :meth:`to_dict`, ignoring unknown keys."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v
-                      for k, v in data.items() if k in known})
 
 
 def validate_baseline(config: BaselineConfig) -> None:

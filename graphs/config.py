@@ -30,12 +30,50 @@ DEFAULT_TRUTH_METRIC = {
 }
 
 
-def _doc(text: str, **kwargs: Any) -> Any:
+def doc_field(text: str, **kwargs: Any) -> Any:
+    """A dataclass field whose help text is kept in its metadata (the CLIs read it)."""
     return field(metadata={"description": text}, **kwargs)
 
 
+_doc = doc_field
+
+
+class RunSettings:
+    """What every run config (search or baseline) offers: JSON round trip, proxies, metric.
+
+    Subclasses are dataclasses with at least ``proxy``, ``extra_proxies``, ``dataset`` and
+    ``truth_metric`` fields.
+    """
+
+    proxy: str
+    extra_proxies: tuple[str, ...]
+    dataset: str
+    truth_metric: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Rebuild a config saved by :meth:`to_dict`, ignoring keys this version does not know."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v
+                      for k, v in data.items() if k in known})
+
+    @property
+    def proxies(self) -> tuple[str, ...]:
+        """The ranking proxy first, then the extra ones, without repeats."""
+        return tuple(dict.fromkeys((self.proxy, *self.extra_proxies)))
+
+    @property
+    def metric(self) -> str:
+        """The ground-truth column used in reports."""
+        return self.truth_metric or DEFAULT_TRUTH_METRIC.get(self.dataset, "cifar10_test_acc")
+
+
 @dataclass(kw_only=True)
-class SearchConfig:
+class SearchConfig(RunSettings):
     """Everything that defines one search run (saved as ``config.json`` in the run directory)."""
 
     space: str = _doc("search space name (see --list-spaces)", default="nb201")
@@ -83,31 +121,6 @@ class SearchConfig:
                 values[name] = env[var]
         return cls(**values)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict (tuples become lists)."""
-        data = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
-        """Rebuild a config saved by :meth:`to_dict`, ignoring keys this version does not know."""
-        known = {f.name: f for f in fields(cls)}
-        values = {}
-        for key, value in data.items():
-            if key in known:
-                values[key] = tuple(value) if isinstance(value, list) else value
-        return cls(**values)
-
     def save(self, path: Path) -> None:
         """Write the config as JSON."""
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @property
-    def proxies(self) -> tuple[str, ...]:
-        """The ranking proxy first, then the extra ones, without repeats."""
-        return tuple(dict.fromkeys((self.proxy, *self.extra_proxies)))
-
-    @property
-    def metric(self) -> str:
-        """The ground-truth column used in reports."""
-        return self.truth_metric or DEFAULT_TRUTH_METRIC.get(self.dataset, "cifar10_test_acc")
