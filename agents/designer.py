@@ -22,9 +22,11 @@ from pydantic import BaseModel, ValidationError
 from agents.edits import blocked_edits, partition_edits, restricted_schema, worked_example
 from agents.formatting import (
     as_json,
+    change_line,
     history_line,
     one_line,
     proxy_source,
+    relative_arch,
     score_note,
     score_type,
     short_arch,
@@ -70,7 +72,7 @@ class PromptSwitches:
     code_description: bool = True
     proxy_code: bool = True
     reflection: bool = True
-    history_length: int = 5
+    history_length: int = 3
     output_form: str = "edit"
     lessons: int = 3
     restrict_edits: bool | None = None
@@ -192,7 +194,8 @@ class Designer:
         """Render the chat messages for ``request`` (system message first, then the user message).
 
         ``seen`` (canonical forms already evaluated) only matters to templates that list the
-        blocked edits of the parent (``$blocked_edits``, designer@v2 on).
+        blocked edits of the parent (``$blocked_edits`` in designer@v2, ``$edits_to_avoid`` in
+        designer@v3, which lists them only when the decoding is not restricted to allowed edits).
         """
         s = self.switches
         show_history = s.history_length > 0
@@ -222,6 +225,21 @@ class Designer:
             "blocked_edits": blocked_edits(self.space, request.parent_arch, seen)
             if self.output_form == "edit" and "blocked_edits" in self.prompt.variables
             else "",
+            # designer@v3: the same list, but only when the decoder cannot exclude those edits
+            "edits_to_avoid": blocked_edits(self.space, request.parent_arch, seen)
+            if "edits_to_avoid" in self.prompt.variables
+            and self.output_form == "edit"
+            and not self._restricts()
+            else "",
+            "best_relative": relative_arch(request.best["arch"], request.parent_arch, self.space)
+            + f" (score {shown_score(request.best.get('score'), self.proxy)})"
+            if show_history and request.best
+            else "",
+            "recent_changes": "\n".join(
+                change_line(h, request.parent_arch, self.space, self.proxy)
+                for h in recent
+                if h.get("arch") != request.parent_arch  # the parent is already shown above
+            ),
             "feedback": "\n".join(
                 f"{i}. {one_line(text)}" for i, text in enumerate(request.feedback, start=1)
             ),

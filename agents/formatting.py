@@ -15,11 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tools.proxies import ProxySpec
+    from tools.spaces import SearchSpace
 
 #: Architectures longer than this are abbreviated in history lines (torch-code sources).
 SHORT_ARCH_CHARS = 240
 #: Error texts in history lines are cut to this many characters.
 SHORT_ERROR_CHARS = 160
+#: A history entry is written as its changes against the parent only when it has at most this
+#: many changed parts (and they are shorter than the architecture itself).
+MAX_CHANGE_PARTS = 2
 
 
 def score_type(proxy: ProxySpec) -> str:
@@ -69,6 +73,32 @@ def history_line(item: dict, proxy: ProxySpec) -> str:
     return as_json(line)
 
 
+def relative_arch(arch: str, parent: str, space: SearchSpace) -> str:
+    """Write ``arch`` as its changes against ``parent`` when that is shorter, else abbreviated.
+
+    ``"the parent"`` for the parent itself, ``"parent with edge 3<-0: skip_connect -> none"`` for
+    a near relative; an NB201 string costs a small model ~45 prompt tokens, a change ~12.
+    """
+    if arch == parent:
+        return "the parent"
+    try:
+        parts = space.diff(parent, arch)
+    except (ValueError, TypeError, RecursionError):  # an unparsable history entry: show it as is
+        parts = []
+    relative = "parent with " + "; ".join(parts)
+    if parts and len(parts) <= MAX_CHANGE_PARTS and len(relative) < len(arch):
+        return relative
+    return short_arch(arch)
+
+
+def change_line(item: dict, parent: str, space: SearchSpace, proxy: ProxySpec) -> str:
+    """Render one history record ``{"arch", "score", "error"}`` relative to ``parent``, one line."""
+    where = relative_arch(str(item.get("arch", "")), parent, space)
+    if item.get("error"):
+        return f"- {where}: failed: {one_line(str(item['error']))[:SHORT_ERROR_CHARS]}"
+    return f"- {where}: score {shown_score(item.get('score'), proxy)}"
+
+
 def proxy_source(proxy: ProxySpec) -> str:
     """Return the proxy function's source code, or a one-line note when it is unavailable."""
     try:
@@ -89,9 +119,11 @@ def one_line(text: str) -> str:
 
 __all__ = [
     "as_json",
+    "change_line",
     "history_line",
     "one_line",
     "proxy_source",
+    "relative_arch",
     "score_note",
     "score_type",
     "short_arch",

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from agents.formatting import (
     as_json,
+    change_line,
     history_line,
     one_line,
     proxy_source,
@@ -125,11 +126,19 @@ class Reflector:
                 }
             ),
             "child_json": as_json(child),
+            # reflector@v2: the change already names the child; its string only when none is known
+            "child_result": as_json(
+                child if not request.changes else {k: v for k, v in child.items() if k != "arch"}
+            ),
             "changes": "; ".join(request.changes) if request.changes else "(not reported)",
             "rationale": one_line(request.rationale) or "(none given)",
             "outcome": self.outcome(request),
             "history": "\n".join(
                 history_line(h, self.proxy)
+                for h in (request.history[-self.history_length :] if self.history_length else [])
+            ),
+            "recent_changes": "\n".join(
+                change_line(h, request.parent_arch, self.space, self.proxy)
                 for h in (request.history[-self.history_length :] if self.history_length else [])
             ),
         }

@@ -15,11 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 #: Longest rationale the Designer may give (characters). Every generated token costs ~0.1 s on
 #: 2 CPU cores, so the caps are tight; the prompts ask for one short sentence anyway.
-RATIONALE_MAX = 120
+RATIONALE_MAX = 80
 #: Longest whole architecture accepted in the "whole" output form (characters; torch-code source).
 ARCH_MAX = 8000
 #: Caps of the Reflector's three fields (characters).
-REFLECTION_MAX = {"what_changed": 100, "why": 160, "suggestion": 120}
+REFLECTION_MAX = {"what_changed": 60, "why": 120, "suggestion": 100}
 
 _RATIONALE = Field(
     max_length=RATIONALE_MAX,

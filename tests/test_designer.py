@@ -474,3 +474,32 @@ def test_restricted_schema_admits_only_accepted_edits(nb201):
     openai = SimpleNamespace(spec="openai:gpt-4o")  # auto: off for OpenAI's structured outputs
     assert designer(openai)._call_schema(parent, seen) is base
     assert designer(openai, restrict_edits=True)._call_schema(parent, seen) is not base
+
+
+def test_v3_writes_history_as_changes_and_skips_lists_the_decoder_enforces(nb201):
+    from types import SimpleNamespace
+
+    from tools.proxies import get_proxy
+
+    parent = "|none~0|+|skip_connect~0|none~1|+|nor_conv_1x1~0|skip_connect~1|avg_pool_3x3~2|"
+    near = parent.replace("avg_pool_3x3~2", "nor_conv_3x3~2")
+    far = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|"
+    history = [
+        {"arch": far, "score": 2.0, "error": None},
+        {"arch": parent, "score": 3.0, "error": None},
+        {"arch": near, "score": None, "error": "budget: too many parameters"},
+    ]
+
+    def designer(model):
+        return Designer(model, space=nb201, dataset="cifar10", proxy=get_proxy("params"),
+                        prompt=load_prompt("designer@v3"))
+
+    req = request(parent, history=history, best={"arch": parent, "score": 3.0})
+    user = designer(scripted_model([])).messages(req, seen={nb201.canonical(near)})[-1]["content"]
+    assert "Best so far: the parent (score 3.0)" in user
+    assert f"- {far}: score 2.0" in user  # many edges differ: the string is shorter
+    assert "- parent with edge 3<-2: avg_pool_3x3 -> nor_conv_3x3: failed: budget" in user
+    assert "- the parent" not in user  # already shown as the parent
+    assert "NOT allowed" not in user  # the restricted schema already excludes those edits
+    free = designer(SimpleNamespace(spec="openai:gpt-4o"))  # no restriction: the list is shown
+    assert "NOT allowed" in free.messages(req, seen={nb201.canonical(near)})[-1]["content"]

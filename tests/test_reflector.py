@@ -120,3 +120,18 @@ def test_history_length_shows_only_the_newest_candidates_and_zero_hides_them():
         user = reflector.messages(request(history=history))[1]["content"]
         assert [f"arch-{i}" for i in range(6) if f"arch-{i}" in user] == shown
         assert ("Recent candidates" in user) == bool(shown)
+
+
+def test_v2_names_the_child_by_its_change_and_history_by_changes():
+    model = scripted_model([], max_retries=0)
+    reflector = Reflector(model, space=ToySpace(), dataset="cifar10", proxy=TOY_PROXY,
+                          prompt=load_prompt("reflector@v2"))
+    history = [{"arch": "conv-pool-pool", "score": 7.0, "error": None}]
+    user = reflector.messages(request(history=history))[1]["content"]
+    assert "Change: slot 1: pool -> conv" in user
+    assert "conv-conv-skip" not in user  # the change already says what the child is
+    assert "- conv-pool-pool: score 7.0" in user  # ToySpace's diff is not shorter than the arch
+    unreported = reflector.messages(request(changes=[]))[1]["content"]
+    assert '"arch": "conv-conv-skip"' in unreported  # no change reported: the string is needed
+    failed = reflector.messages(request(child_score=None, child_error="too big"))[1]["content"]
+    assert '"error": "too big"' in failed
