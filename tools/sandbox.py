@@ -18,6 +18,8 @@ a worker locks itself down:
   directory or for reading outside the Python installation and the ``tools`` package (so
   ``/proc/<parent>/environ`` and secret files stay unreadable), plus stubs for the process
   functions that have no audit event;
+- CPU workers: the same file policy as a Landlock rule set where the kernel has Landlock, so the
+  kernel also binds torch's C++ readers and writers, which no audit event sees;
 - a watchdog thread that exits when the zygote (and so the parent) is gone.
 
 The static check of ``torch-code`` runs before all of this; these layers contain code that gets
@@ -247,6 +249,67 @@ def _mask_proc() -> bool:
     return libc.mount(b"tmpfs", b"/proc", b"tmpfs", flags, b"size=4k") == 0
 
 
+_LL_READ_FILE, _LL_READ_DIR, _LL_WRITE_FILE = 1 << 2, 1 << 3, 1 << 1
+_LL_FS_BITS_BY_ABI = {1: 13, 2: 14}  # number of filesystem rights each ABI knows; 3+ knows 15
+_SYS_LANDLOCK = (444, 445, 446)  # create_ruleset, add_rule, restrict_self (x86_64 and arm64)
+_SYSTEM_LIBRARY_DIRS = (
+    "/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/etc/ld.so.cache"
+)
+
+
+def _landlock(scratch: str, read_roots: tuple[str, ...]) -> bool:
+    """Let the kernel confine file access: read under ``read_roots``, write only in ``scratch``.
+
+    Why: the audit hook sees only Python-level opens; torch's C++ readers and writers
+    (``torch._C._VariableFunctions.from_file``, ``PyTorchFileWriter``, TorchScript ``save``)
+    bypass it. Landlock (Linux 5.13+) needs no privileges, so it also covers non-root users.
+    With ABI 4+ it refuses TCP bind/connect, with ABI 6+ abstract Unix sockets and signals to
+    processes outside the worker. Returns False where the kernel lacks Landlock; CPU workers only.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    create, add_rule, restrict = _SYS_LANDLOCK
+    abi = libc.syscall(create, None, ctypes.c_size_t(0), ctypes.c_uint32(1))  # ABI version
+    if abi < 1:
+        return False
+    handled_fs = (1 << _LL_FS_BITS_BY_ABI.get(abi, 15)) - 1  # every right, EXECUTE included
+    attr = (ctypes.c_uint64 * 3)(handled_fs, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)
+    size = 8 * (3 if abi >= 6 else 2 if abi >= 4 else 1)
+    ruleset = libc.syscall(create, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+    if ruleset < 0:
+        return False
+
+    class PathBeneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = (("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32))
+
+    def allow(path: str, access: int) -> bool:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return True  # absent here (e.g. /proc once masked): nothing to allow
+        try:
+            if not os.path.isdir(path):  # files take file rights only
+                access &= _LL_READ_FILE | _LL_WRITE_FILE | (1 << 14 if abi >= 3 else 0)
+            rule = PathBeneath(access, fd)
+            return libc.syscall(add_rule, ctypes.c_int(ruleset), 1, ctypes.byref(rule), 0) == 0
+        finally:
+            os.close(fd)
+
+    try:
+        scratch_rights = handled_fs & ~1  # everything in the scratch directory except execve
+        # System libraries too: C code may dlopen them lazily, which the audit hook never sees.
+        roots = {*read_roots, *_SYSTEM_LIBRARY_DIRS} - {scratch}
+        ok = all(allow(r, _LL_READ_FILE | _LL_READ_DIR) for r in sorted(roots))
+        ok &= allow(scratch, scratch_rights) and allow("/dev/null", scratch_rights)
+        no_new_privs = libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS, required by Landlock
+        return ok and no_new_privs and libc.syscall(restrict, ruleset, 0) == 0
+    finally:
+        os.close(ruleset)
+
+
 def _set_limits(config: dict, device: str) -> None:
     import resource
 
@@ -346,7 +409,12 @@ def _child(request: dict, fds: list[int], zygote_pid: int) -> None:
                 rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
             # CUDA drivers may read /proc at run time, so only CPU workers lose it.
             isolation["proc_masked"] = worker.device == "cpu" and _mask_proc()
-            sys.addaudithook(_Guard(scratch))
+            guard = _Guard(scratch)
+            # CUDA drivers open device and /sys files at run time: CPU workers only, as above.
+            isolation["landlock"] = worker.device == "cpu" and _landlock(
+                guard.scratch, guard.read_roots
+            )
+            sys.addaudithook(guard)
             _defang()
         except BaseException as exc:  # noqa: BLE001 - report start-up failures to the parent
             proto_out.write(json.dumps({"ready": False, "error": describe(exc)}) + "\n")

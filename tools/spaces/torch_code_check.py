@@ -181,11 +181,23 @@ class _Checker(ast.NodeVisitor):
     def __init__(self) -> None:
         self.aliases: dict[str, object] = {}  # import alias -> the object it names
         self.self_names: list[str] = []  # first parameter of each enclosing function
+        # Why: `self._x` and `self.x = ...` are allowed only on a real method's instance; a
+        # helper's first parameter (or a method called as `Net.forward(nn.ReLU, x)`) can be a
+        # library class, which would let a candidate patch it for every later candidate.
+        self.in_class_body: list[bool] = [False]
+        self.method_names: set[str] = set()  # methods of the candidate's own classes
+        self.class_names: set[str] = set()
 
     def fail(self, node: ast.AST, construct: str, rule: str) -> None:
         raise ForbiddenCode(getattr(node, "lineno", None), construct, rule)
 
     def check_module(self, tree: ast.Module) -> None:
+        for stmt in tree.body:
+            if isinstance(stmt, ast.ClassDef):
+                self.class_names.add(stmt.name)
+                self.method_names.update(
+                    s.name for s in stmt.body if isinstance(s, ast.FunctionDef)
+                )
         for stmt in tree.body:
             if isinstance(stmt, (ast.Import, ast.ImportFrom)):
                 self.check_import(stmt)
@@ -285,7 +297,11 @@ class _Checker(ast.NodeVisitor):
         if node.keywords:
             self.fail(node, f"class keywords on `{node.name}`", "metaclasses are not allowed")
         self.check_name(node, node.name, binding=True)
-        self.generic_visit(node)
+        self.in_class_body.append(True)
+        try:
+            self.generic_visit(node)
+        finally:
+            self.in_class_body.pop()
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
         if node.name.startswith("__") and node.name != "__init__":
@@ -295,11 +311,18 @@ class _Checker(ast.NodeVisitor):
         if node.name != "__init__":
             self.check_name(node, node.name, binding=True)
         params = node.args.posonlyargs + node.args.args
-        self.self_names.append(params[0].arg if params else "")
+        plain = not any(
+            isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod")
+            for d in node.decorator_list
+        )
+        is_method = self.in_class_body[-1] and plain
+        self.self_names.append(params[0].arg if params and is_method else "")
+        self.in_class_body.append(False)
         try:
             self.generic_visit(node)
         finally:
             self.self_names.pop()
+            self.in_class_body.pop()
 
     def visit_arg(self, node: ast.arg) -> None:
         self.check_name(node, node.arg, binding=True)
@@ -348,11 +371,12 @@ class _Checker(ast.NodeVisitor):
         if rooted:  # resolve torch.x.y step by step on the real module
             obj, dotted = self.aliases[base.id], base.id
             for attr in chain:
+                # Every name is checked, also past the first non-module: `nn.Module.forward`
+                # is a function whose `.__globals__` would otherwise go unchecked.
                 self.check_attr_name(node, attr, module_rooted=True)
-                if not isinstance(obj, types.ModuleType):
-                    break
-                obj = self.resolve(node, obj, attr, dotted)
-                dotted += "." + attr
+                if isinstance(obj, types.ModuleType):
+                    obj = self.resolve(node, obj, attr, dotted)
+                    dotted += "." + attr
             if isinstance(node.ctx, ast.Store):
                 self.fail(
                     node,
@@ -377,6 +401,16 @@ class _Checker(ast.NodeVisitor):
             and node.value.func.id == "super"
         )
         self.check_attr_name(node, node.attr, on_self=on_self, super_init=super_init)
+        if (
+            isinstance(node.value, ast.Name)
+            and node.value.id in self.class_names
+            and node.attr in self.method_names
+        ):
+            self.fail(
+                node,
+                f"`{node.value.id}.{node.attr}`",
+                "call methods through `self`; through the class they run on any object",
+            )
         if isinstance(node.ctx, ast.Store) and not on_self:
             self.fail(
                 node, f"assigning to `.{node.attr}`", "only `self.name = ...` may be assigned"
@@ -415,5 +449,8 @@ def check_source(source: str) -> ast.Module:
 
     """
     tree = parse_source(source)
-    _Checker().check_module(tree)
+    try:
+        _Checker().check_module(tree)
+    except RecursionError:  # a legal parse can still nest deeper than the checker recurses
+        raise ArchitectureError("the source nests too deeply to be checked") from None
     return tree
