@@ -125,7 +125,10 @@ def load_script(path: str | Path) -> dict[str, tuple[list[ScriptedReply], bool]]
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ScriptError(f"fake script not found: {path}") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:  # a directory, no permission: "not valid JSON" would mislead
+        raise ScriptError(f"fake script {path} cannot be read ({exc.strerror}); "
+                          "pass a JSON file") from None
+    except ValueError as exc:
         raise ScriptError(f"fake script {path} is not valid JSON: {exc}") from None
     return parse_script(data, str(path))
 

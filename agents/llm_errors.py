@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -89,10 +90,13 @@ def classify_exception(exc: BaseException, where: str) -> LLMError | None:
     if isinstance(exc, LLMError):
         return exc
     name = type(exc).__name__
+    # By the names of the whole class chain: langchain-openai re-raises the SDK's errors as its
+    # own subclasses (OpenAIConnectionError, OpenAITimeoutError, ...).
+    lineage = {cls.__name__ for cls in type(exc).__mro__}
     detail = " ".join(str(exc).split())[:300] or name
-    if isinstance(exc, TimeoutError) or "Timeout" in name:
+    if isinstance(exc, TimeoutError) or any("Timeout" in n for n in lineage):
         return LLMError("timeout", f"{where} did not answer in time ({detail})")
-    if isinstance(exc, ConnectionError) or name in ("APIConnectionError", "ConnectError"):
+    if isinstance(exc, ConnectionError) or lineage & {"APIConnectionError", "ConnectError"}:
         return LLMError("connection", f"cannot connect to {where} ({detail})")
     status = getattr(exc, "status_code", None)
     if isinstance(status, int):
@@ -131,6 +135,8 @@ def classify_exception(exc: BaseException, where: str) -> LLMError | None:
         return LLMError("api", f"{where} returned HTTP {status}: {detail}", retryable=status >= 500)
     if isinstance(exc, EmbeddedModelError):
         return LLMError("unavailable", str(exc), retryable=False)
+    if isinstance(exc, json.JSONDecodeError):  # the body stopped mid-JSON: a resend usually works
+        return LLMError("truncated", f"{where} sent a response cut off in transit ({detail})")
     if isinstance(exc, ValueError):  # langchain-openai's reaction to an error body with HTTP 200
         return LLMError("api", f"{where} sent an unusable response: {detail}", retryable=False)
     return None

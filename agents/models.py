@@ -58,6 +58,7 @@ LOCAL_MIN_TIMEOUT_S = 1800.0
 _URL_AND_MODEL = re.compile(
     r"^(?P<url>https?://(?:\[[0-9A-Fa-f:.]+\]|[^/:@\s]+)(?::\d+)?(?:/[^:\s]*)?)(?::(?P<model>.*))?$"
 )
+_URL_USERINFO = re.compile(r"(://)[^/@\s]*@")
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,9 @@ class ModelSpec:
 
 
 def _spec_error(spec: str, problem: str) -> ModelSpecError:
-    return ModelSpecError(f"bad model {spec!r}: {problem}. Valid forms: {VALID_FORMS}")
+    # A password typed into a URL must not be echoed into a terminal or CI log.
+    shown = redact(_URL_USERINFO.sub(r"\1[REDACTED]@", spec or ""))
+    return ModelSpecError(f"bad model {shown!r}: {problem}. Valid forms: {VALID_FORMS}")
 
 
 def parse_spec(spec: str) -> ModelSpec:

@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from graphs.cli import UsageParser  # noqa: E402 - one-line usage errors, exit 2
+
 import torch
 
 from agents.designer import Designer, DesignRequest, PromptSwitches, worked_example
@@ -46,7 +48,7 @@ TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)  # the paper's set, drawn per call
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = UsageParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model", default="local", help="provider string (local, openai:gpt-4o, fake:FILE)"
     )

@@ -10,7 +10,6 @@ clock starts), the speedup, and the seconds to answer the same batch again from 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -20,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from graphs.cli import UsageParser  # noqa: E402 - one-line usage errors, exit 2
 from tools.evaluate import EvalSettings, Evaluator  # noqa: E402
 from tools.spaces import get_space  # noqa: E402
 
@@ -54,12 +54,14 @@ def timed_run(settings: EvalSettings, workers: int, warm: list[str], cells: list
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the JSON figures."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = UsageParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=64, help="number of distinct cells")
     parser.add_argument("--proxy", default="params", help="proxy name(s), comma-separated")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.n < 1 or args.batch_size < 2:
+        parser.error("--n must be at least 1 and --batch-size at least 2")
     cells = distinct_cells(args.n + 2, args.seed)
     warm, cells = cells[:2], cells[2:]
     settings = EvalSettings(

@@ -57,6 +57,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from graphs.cli import UsageParser  # noqa: E402 - one-line usage errors, exit 2
 from graphs.config import SearchConfig
 from graphs.nodes import INIT_DRAWS_PER_SLOT, _rng
 from graphs.runner import UsageError, run_search
@@ -217,7 +218,7 @@ def parse_levels(text: str) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print a table (or JSON with ``--json``); return 0, or 2 on bad flags."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = UsageParser(description=__doc__.split("\n")[0])
     parser.add_argument("--latency", type=float, default=2.0, help="seconds per fake LLM call")
     parser.add_argument("--concurrency", type=parse_levels, default=[1, 4, 8],
                         help="comma-separated concurrency levels (default 1,4,8)")
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     args = parser.parse_args(argv)
     problems = [text for bad, text in (
-        (args.latency < 0, "--latency must be 0 or more seconds"),
+        (not 0 <= args.latency < math.inf, "--latency must be 0 or more seconds"),
         (args.iterations < 1, "--iterations must be at least 1"),
         (args.population < 2, "--population must be at least 2"),
         (args.workers < 0, "--workers must be 0 (one per branch) or more"),

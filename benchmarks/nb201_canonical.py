@@ -9,7 +9,6 @@ and, for context, the class counts under two stricter readings of "same function
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from graphs.cli import UsageParser  # noqa: E402 - one-line usage errors, exit 2
 from tools.spaces.nb201 import EDGES, OP_NAMES, NB201Space, parse  # noqa: E402
 from tools.truth import TruthError, load_truth  # noqa: E402
 
@@ -48,7 +48,7 @@ def strict_key(ops: tuple[str, ...], flatten: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the count and the agreement check; return the exit status."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = UsageParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--truth", required=True, help="NB201 CSV with arch_str and isomorphism_key"
     )

@@ -16,7 +16,6 @@ NASLib scored data-dependent proxies on real CIFAR-10 batches of 32 (the magnitu
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -24,6 +23,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from graphs.cli import UsageParser  # noqa: E402 - one-line usage errors, exit 2
 
 import torch  # noqa: E402
 from scipy import stats  # noqa: E402
@@ -59,7 +60,7 @@ def compare(ours: list[float | ProxyFailure], theirs: list[float | None]) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = UsageParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference", required=True, help="NASLib zc_nasbench201.json")
     parser.add_argument("--dataset", default="cifar10", help="dataset key in the reference file")
     parser.add_argument("--truth", help="ground truth for the 'vs truth' columns (default: the "
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from tools.truth import load_truth
 
+        if args.limit < 0:
+            raise ValueError("--limit must be 0 (every cell) or more")
         names = parse_proxies(args.proxies or ",".join(SHARED))
         unknown = [n for n in names if n not in SHARED]
         if unknown:

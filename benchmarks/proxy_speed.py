@@ -9,7 +9,6 @@ build rate is printed separately).
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
@@ -17,6 +16,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from graphs.cli import UsageParser  # noqa: E402 - one-line usage errors, exit 2
 
 import torch  # noqa: E402
 
@@ -27,7 +28,7 @@ from tools.spaces import ArchitectureError, get_space  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = UsageParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", default="nb201", help="registered search space")
     parser.add_argument("--n", type=int, default=20, help="architectures to score")
     parser.add_argument("--seed", type=int, default=0)

@@ -18,7 +18,6 @@ without it they go to a temporary directory. Progress lines go to stderr.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
@@ -28,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from graphs.cli import UsageParser  # noqa: E402 - one-line usage errors, exit 2
 from graphs.ablate import AblationGrid, run_grid  # noqa: E402
 from graphs.ablate_report import query_truth, write_results  # noqa: E402
 from graphs.runner import UsageError  # noqa: E402
@@ -61,7 +61,7 @@ def method_stats(accuracies: list[float | None], optimum: float, threshold: floa
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the figures (JSON with --json)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = UsageParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--truth", help="NB201 ground truth (CSV or NASLib JSON); required")
     parser.add_argument("--budget", type=int, default=300, help="unique evaluations per run")
     parser.add_argument("--seeds", type=int, default=5, help="runs per method")

@@ -41,6 +41,8 @@ SWITCHES: dict[str, dict[str, bool]] = {
     "no-text": {"text_description": False},
     "no-proxy-code": {"proxy_code": False},
 }
+#: More cells than anyone would run: the grid is refused rather than planned.
+MAX_CELLS = 10_000
 #: RZ-NAS settings that may differ when a cell is resumed (iterations extend; the rest is runtime).
 RESUMABLE = {"iterations", "workers", "device", "eval_timeout_s", "llm_timeout_s", "truth",
              "truth_metric", "executor", "ray_address"}
@@ -98,12 +100,14 @@ class AblationGrid:
                 elif isinstance(default, bool):
                     value = bool(value)
                 elif isinstance(default, int) or name in ("seeds", "first_seed"):
+                    if isinstance(value, float) and not value.is_integer():
+                        raise ValueError(value)  # int() would silently drop the fraction
                     value = int(value)
                 elif isinstance(default, float) or name in ("budget_params", "budget_flops"):
                     value = float(value)
                 else:
                     value = str(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # int(inf) overflows
                 kind = type(default).__name__
                 raise UsageError(f"{key} = {value!r} is not a valid {kind}") from None
             grid[name] = value
@@ -177,7 +181,11 @@ def plan(grid: AblationGrid) -> list[Cell]:
 
 def search_config(grid: AblationGrid, cell: Cell) -> SearchConfig:
     """Return the SearchConfig of an rz-nas cell."""
-    prompt_ids = {"designer_prompt": "designer@v1", "reflector_prompt": "reflector@v1"}
+    defaults = SearchConfig()
+    prompt_ids = {
+        "designer_prompt": defaults.designer_prompt,
+        "reflector_prompt": defaults.reflector_prompt,
+    }
     for prompt_id in (cell.prompts or "").split("+"):
         role = prompt_id.split("@")[0]
         if role not in ("designer", "reflector"):
@@ -223,6 +231,13 @@ def validate_grid(grid: AblationGrid) -> list[Cell]:
             raise UsageError(f"--{axis.replace('_', '-')} needs at least one value")
     if grid.seeds < 1:
         raise UsageError("--seeds must be at least 1")
+    # Counted before plan() builds the cells: a typo such as --seeds 1000000000 must not hang.
+    variants = len(grid.prompts) * len(grid.switches) * len(grid.designer_models)
+    configurations = sum(variants if method == "rz-nas" else 1 for method in grid.methods)
+    cell_count = configurations * len(grid.proxies) * grid.seeds
+    if cell_count > MAX_CELLS:
+        raise UsageError(f"the grid has {cell_count} cells, more than {MAX_CELLS}; lower --seeds "
+                         "or the number of values per axis")
     if "rz-nas" in grid.methods and grid.budget <= grid.population:
         raise UsageError(f"--budget ({grid.budget}) must exceed --population ({grid.population}) "
                          "for rz-nas: the budget is population + iterations x concurrency")
@@ -383,9 +398,12 @@ def _build_parser() -> argparse.ArgumentParser:
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a JSON or (``.toml``) TOML settings file into a flat dict."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read --config {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--config {path} is not UTF-8 text (bad byte at offset {exc.start}); "
+                         "save it as UTF-8 JSON or TOML") from None
     try:
         if path.suffix == ".toml":
             import tomllib
@@ -413,6 +431,8 @@ def grid_from_args(args: argparse.Namespace) -> tuple[AblationGrid, Path]:
     grid = AblationGrid.from_values({**values, **flags})
     if output is None:
         raise UsageError("--output DIR is required (where the cells and results go)")
+    if not isinstance(output, (str, Path)) or not str(output).strip() or "\x00" in str(output):
+        raise UsageError(f"output = {output!r} is not a directory path; give a plain string")
     return grid, Path(output)
 
 

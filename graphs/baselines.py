@@ -40,7 +40,7 @@ from typing import Any
 from graphs.config import RunSettings, doc_field
 from graphs.nodes import INIT_DRAWS_PER_SLOT
 from graphs.runner import (CHECKPOINTS, CONFIG_FILE, RunOutcome, UsageError, load_run_truth,
-                           open_evaluator)
+                           open_evaluator, shared_limit_problems)
 from graphs.state import Member
 
 METHODS = ("rea", "random")
@@ -100,6 +100,8 @@ def validate_baseline(config: BaselineConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    for message in shared_limit_problems(config):
+        raise UsageError(message)
     try:
         get_space(config.space)
         for name in config.proxies:

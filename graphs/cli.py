@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from graphs.config import SearchConfig
-from graphs.runner import UsageError, default_run_dir, load_run_config, run_search
+from graphs.runner import (
+    RunStorageError,
+    UsageError,
+    default_run_dir,
+    load_run_config,
+    run_search,
+)
 
 PAPER_SCALE = ("python -m graphs.search --space nb201 --dataset cifar10 --proxy synflow "
                "--iterations 1500 --population 100 --designer-model openai:gpt-4o "
@@ -105,15 +111,19 @@ def explicit_values(args: argparse.Namespace) -> dict[str, Any]:
     for flag in ("reflection", "text_description", "code_description", "proxy_code", "llm_cache"):
         if values.get(flag) is True:  # store_false flags default to True: not explicit
             values.pop(flag)
-    if args.proxy:
+    if args.proxy is not None:
         proxies = [p.strip() for p in args.proxy.split(",") if p.strip()]
+        if not proxies:
+            raise UsageError("--proxy names no proxy; pass one such as synflow (see --list-proxies)")
         values["proxy"], values["extra_proxies"] = proxies[0], tuple(proxies[1:])
-    if args.prompt:
-        for prompt_id in (p.strip() for p in args.prompt.split(",") if p.strip()):
-            values[f"{prompt_id.split('@')[0]}_prompt"] = prompt_id
-    unknown = [k for k in values if k not in names]
-    if unknown:
-        raise UsageError(f"--prompt takes designer@vN and reflector@vN ids, not {unknown[0]!r}")
+    if args.prompt is not None:
+        prompt_ids = [p.strip() for p in args.prompt.split(",") if p.strip()]
+        for prompt_id in prompt_ids or [args.prompt]:
+            role = prompt_id.split("@")[0]
+            if role not in ("designer", "reflector"):
+                raise UsageError(f"--prompt takes designer@vN and reflector@vN ids, not "
+                                 f"{prompt_id!r} (see --list-prompts)")
+            values[f"{role}_prompt"] = prompt_id
     return values
 
 
@@ -139,7 +149,11 @@ def _listing(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv``, run the search and return the exit code (0 done, 2 usage error, 130 Ctrl-C)."""
+    """Parse ``argv``, run the search and return the exit code.
+
+    0: done; 1: the run directory stopped taking writes (``--resume`` continues); 2: usage
+    error; 130: interrupted (Ctrl-C, SIGTERM).
+    """
     args = build_parser().parse_args(argv)
     listing = _listing(args)
     if listing is not None:
@@ -167,4 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     except TypeError as exc:  # a SearchConfig field that the saved config or env got wrong
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunStorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 130 if outcome.reason == "interrupted" else 0

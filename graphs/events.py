@@ -14,6 +14,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,10 @@ _TOKEN_LIKE = re.compile(r"[A-Za-z0-9_\-.=+]{12,}")  # no '/' or space: paths ar
 
 def _env_secrets() -> list[str]:
     """Values of secret-looking environment variables (``OPENAI_API_KEY``, ``HF_TOKEN``, ...)."""
-    return sorted(
-        {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and _TOKEN_LIKE.fullmatch(v)},
-        key=len,
-        reverse=True,
-    )
+    # Keys first, values only of secret-looking keys: decoding every value on every event was
+    # half the cost of showing one (a long run emits tens of thousands).
+    values = (os.environ.get(k, "") for k in list(os.environ) if _SECRET_ENV.search(k))
+    return sorted({v for v in values if _TOKEN_LIKE.fullmatch(v)}, key=len, reverse=True)
 
 
 def _redact_text(text: str, env_values: list[str]) -> str:
@@ -160,19 +160,27 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 def read_events(path: Path) -> list[dict]:
     """Read an ``events.jsonl`` file, skipping a line cut short by a kill (or any bad line)."""
+    return list(iter_events(path))
+
+
+def iter_events(path: Path) -> Iterator[dict]:
+    """Yield the events of an ``events.jsonl`` file one by one, skipping bad lines as read_events.
+
+    A long run's file holds tens of thousands of events; readers that fold them (reports, replays)
+    need not hold them all in memory at once.
+    """
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        f = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
     except FileNotFoundError:
-        return []
-    events = []
-    for line in text.splitlines():
-        try:
-            event = json.loads(line) if line.strip() else None
-        except json.JSONDecodeError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
-    return events
+        return
+    with f:
+        for line in f:
+            try:
+                event = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                yield event
 
 
 def clean_text(text: Any, limit: int | None = None, *, one_line: bool = False) -> str:

@@ -44,6 +44,10 @@ class SearchContext:
     deadline: float | None = None  # time.monotonic() after which the search stops
     started: float = field(default_factory=time.monotonic)
     iterations_at_start: int = 0
+    # Canonical forms evaluated so far, as of the last ``select_parents`` (the runner seeds it from
+    # the checkpoint on resume). Branches read it here rather than from their state: a copy per
+    # branch would put every evaluated architecture into each branch checkpoint.
+    seen: frozenset[str] = frozenset()
 
 
 def _emit(event: str, **fields: Any) -> None:
@@ -152,9 +156,14 @@ def init_population(state: SearchState, runtime: Runtime[SearchContext]) -> dict
             if result.ok:
                 members.append(_member(result, cfg.proxy, 0))
     if not members:
-        raise RuntimeError(
+        from graphs.runner import UsageError  # runner imports this module
+
+        # Usually the settings (a budget below every network, a timeout too short), so the CLI
+        # answers with one line and exit 2 as the baselines do, not a traceback.
+        raise UsageError(
             f"no candidate of the initial population could be scored with {cfg.proxy!r}; "
-            "see the evaluation errors in events.jsonl"
+            "see the evaluation errors in events.jsonl (check --budget-params, --budget-flops, "
+            "--eval-timeout and --batch-size)"
         )
     population = _rank(ctx.proxy, members)
     progress = _progress(ctx, population, 0)
@@ -195,7 +204,7 @@ def select_parents(state: SearchState, runtime: Runtime[SearchContext]) -> Comma
     reflections = state.get("reflections", []) if cfg.reflection else []
     latest = reflections[-1]["text"] if reflections else None
     lessons = [r["suggestion"] for r in reflections[-(cfg.lessons + 1) : -1]] if cfg.lessons else []
-    seen = sorted(state.get("evaluated", {}))
+    ctx.seen = frozenset(state.get("evaluated", {}))
     sends = []
     for slot in range(cfg.concurrency):
         parent = _rng(cfg, "parent", iteration, slot).choice(population)
@@ -204,7 +213,7 @@ def select_parents(state: SearchState, runtime: Runtime[SearchContext]) -> Comma
         sends.append(Send("mutate", BranchState(
             iteration=iteration, slot=slot, parent=parent,
             best={"arch": best["arch"], "score": best["score"]}, recent=recent,
-            latest_reflection=latest, lessons=lessons, seen=seen,
+            latest_reflection=latest, lessons=lessons,
             attempt=0, feedback=[], proposal=None, result=None,
         )))
     return Command(goto=sends)
@@ -219,6 +228,9 @@ def _llm_event(ctx: SearchContext, role: str, state: BranchState, attempt: int, 
         input_tokens=getattr(reply, "input_tokens", 0), output_tokens=getattr(reply, "output_tokens", 0),
         cost_usd=getattr(reply, "cost_usd", 0.0), seconds=getattr(reply, "seconds", 0.0),
         cached=getattr(reply, "cached", False), ok=error is None, error=error,
+        # Requests re-sent after a transient failure (429, 5xx, timeout, ...); unknown (null)
+        # for a call that failed in the end.
+        retries=max(0, reply.attempts - 1) if reply is not None else None,
         messages=messages, response=getattr(reply, "text", ""),
     )
     if reply is None:
@@ -245,7 +257,7 @@ def design(state: BranchState, runtime: Runtime[SearchContext]) -> dict:
         history=list(state.get("recent", [])), best=state.get("best"),
         feedback=list(state.get("feedback", [])),
     )
-    seen = set(state.get("seen", [])) | {parent["canonical"]}
+    seen = ctx.seen | {parent["canonical"]}
     result = ctx.designer.propose(request, seen=seen, temperature=temperature,
                                   seed=rng.randrange(2**31))
     error = None if result.ok else result.reason
@@ -273,7 +285,8 @@ def design(state: BranchState, runtime: Runtime[SearchContext]) -> dict:
     return update
 
 
-def _fallback(ctx: SearchContext, state: BranchState, seen: set[str], rng: random.Random) -> dict:
+def _fallback(ctx: SearchContext, state: BranchState, seen: frozenset[str],
+              rng: random.Random) -> dict:
     """Return a random one-operation mutation, preferring children not evaluated before."""
     parent = state["parent"]["arch"]
     child = ctx.space.mutate(parent, rng)
@@ -397,8 +410,13 @@ def update(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         cost_usd=state.get("cost_usd", 0.0), elapsed_s=elapsed,
         eta_s=elapsed / done_here * max(0, cfg.iterations - iteration),
     )
+    # Only the tails the prompts read are kept (select_parents): a checkpoint after every step
+    # must not carry the whole run. ``[-0:]`` would keep everything, hence the explicit zero.
+    history = [*state.get("history", []), *children][-cfg.history_length:] \
+        if cfg.history_length > 0 else []
+    reflections = [*state.get("reflections", []), *reflections][-(max(cfg.lessons, 0) + 1):]
     return {
-        "population": kept, "iteration": iteration, "children": None, "history": children,
+        "population": kept, "iteration": iteration, "children": None, "history": history,
         "reflections": reflections, "progress": [progress], "stop_reason": stop_reason,
     }
 

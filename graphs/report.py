@@ -36,14 +36,15 @@ SUMMARY_ORDER = (
 TOP_ROWS = 10
 
 
-def write_reports(run_dir: Path, summary: dict, events: list[dict],
+def write_reports(run_dir: Path, summary: dict, events: Iterable[dict],
                   population: list[dict]) -> dict[str, Path]:
     """Write summary.json, population.json, progress.png and report.md into ``run_dir``.
 
     Args:
         run_dir: the run directory (created if missing).
         summary: the final summary; written as given (redacted, known keys first).
-        events: the run's events, e.g. ``read_events(run_dir / "events.jsonl")``.
+        events: the run's events, e.g. ``iter_events(run_dir / "events.jsonl")``; read once, and
+            only what the reports use is kept, so a long run's stream need not fit in memory.
         population: the final population, best first.
 
     Returns:
@@ -57,12 +58,42 @@ def write_reports(run_dir: Path, summary: dict, events: list[dict],
     names = {"summary": "summary.json", "population": "population.json",
              "progress": "progress.png", "report": "report.md"}
     paths = {key: run_dir / name for key, name in names.items()}
+    events = report_events(events)
     rows = progress_rows(summary, events)
     _write_atomic(paths["summary"], _json_bytes(ordered))
     _write_atomic(paths["population"], _json_bytes(population))
     _write_atomic(paths["progress"], plot_progress(rows, events, summary))
     _write_atomic(paths["report"], render_markdown(summary, events, population, rows).encode())
     return paths
+
+
+def report_events(events: Iterable[dict]) -> list[dict]:
+    """Return what the reports read of ``events``, in one pass, with the fields they use.
+
+    Kept: ``population_updated`` and ``evaluation`` events (cut down to their figures), the last
+    ``run_started`` and the last successful ``reflection``. The rest (LLM calls, proposals,
+    iteration starts) and long fields (transcripts, top-5 lists, configs of earlier starts) go.
+    """
+    kept: list[dict] = []
+    started: dict | None = None
+    reflection: dict | None = None
+    for e in events:
+        kind = e.get("event")
+        if kind == "population_updated":
+            kept.append({k: e.get(k) for k in
+                         ("event", "iteration", "best", "mean_score", "best_ground_truth")})
+        elif kind == "evaluation":
+            slim = {k: e.get(k) for k in ("event", "phase", "iteration", "ok", "score")}
+            if e.get("ground_truth") is not None:
+                slim.update(arch=e.get("arch"), ground_truth=e["ground_truth"])
+            if not e.get("ok"):
+                slim["error"] = {"kind": (e.get("error") or {}).get("kind", "error")}
+            kept.append(slim)
+        elif kind == "run_started":
+            started = e
+        elif kind == "reflection" and e.get("ok"):
+            reflection = e
+    return kept + [e for e in (started, reflection) if e is not None]
 
 
 def progress_rows(summary: dict, events: Iterable[dict]) -> list[dict]:

@@ -7,12 +7,16 @@ turns it into one line and exit code 2.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import signal
 import sqlite3
 import time
+import types
+import typing
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,17 @@ CHECKPOINTS = "checkpoints.sqlite"
 
 class UsageError(ValueError):
     """A mistake in the user's request; the message names it and the fix."""
+
+
+class RunStorageError(RuntimeError):
+    """The run directory could not be written (disk full, read-only); ``--resume`` continues."""
+
+
+#: errno values that mean "this file system will not take the write", not a bug.
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                             errno.EIO, errno.EFBIG})
+_SQLITE_STORAGE = ("disk is full", "readonly database", "disk I/O error", "unable to open database")
+_CHECKPOINT_COLUMNS = {"thread_id", "checkpoint_ns", "checkpoint_id", "checkpoint", "metadata"}
 
 
 @dataclass
@@ -61,9 +76,61 @@ def load_run_config(run_dir: Path) -> SearchConfig:
         raise UsageError(f"{run_dir} is not a run directory (no {CONFIG_FILE} / {CHECKPOINTS}); "
                          "pass the DIR a previous run printed")
     try:
-        return SearchConfig.from_dict(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        config = SearchConfig.from_dict(data)
+        wrong = wrong_typed_fields(config)
+        if wrong:
+            raise ValueError(f"{wrong[0]} has the wrong type")
+        return config
     except (ValueError, TypeError) as exc:
         raise UsageError(f"{path} is not a readable run config ({exc}); start a new run instead") from exc
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in typing.get_args(hint))
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        return isinstance(value, tuple) and all(_has_type(v, item) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):  # JSON has no int/float split; a bool is never a number here
+        wanted = (int,) if hint is int else (int, float)
+        return isinstance(value, wanted) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def wrong_typed_fields(config: Any) -> list[str]:
+    """Names of the dataclass fields of ``config`` whose values do not match their annotations."""
+    hints = typing.get_type_hints(type(config))
+    return [f.name for f in fields(config) if not _has_type(getattr(config, f.name), hints[f.name])]
+
+
+#: Upper bounds that catch a typo: a huge population or grid would hang before the first step.
+MAX_POPULATION = 10_000
+MAX_CONCURRENCY = 1_024
+MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def shared_limit_problems(config: Any) -> list[str]:
+    """What is wrong with the numeric settings search and baseline configs share."""
+    checks = [
+        (config.population <= MAX_POPULATION, f"--population must be at most {MAX_POPULATION}"),
+        (0 <= config.seed <= MAX_SEED, f"--seed must be between 0 and {MAX_SEED}"),
+        (_positive(config.eval_timeout_s), "--eval-timeout must be a positive number of seconds"),
+        *((value is None or _positive(value),
+           f"--{name.replace('_', '-')} must be a positive number such as 1.5M")
+          for name, value in (("budget_params", config.budget_params),
+                              ("budget_flops", config.budget_flops))),
+    ]
+    return [message for ok, message in checks if not ok]
 
 
 def validate_config(config: SearchConfig) -> None:
@@ -84,10 +151,18 @@ def validate_config(config: SearchConfig) -> None:
         (config.executor in ("local", "ray"), "--executor must be local or ray"),
         (bool(config.temperatures) and all(0 <= t <= 2 for t in config.temperatures),
          "--temperatures must be numbers between 0 and 2"),
+        (config.concurrency <= MAX_CONCURRENCY, f"--concurrency must be at most {MAX_CONCURRENCY}"),
+        (config.history_length >= 0, "--history-length must be 0 or more"),
+        (config.lessons >= 0, "--lessons must be 0 or more"),
+        (_positive(config.llm_timeout_s), "--llm-timeout must be a positive number of seconds"),
+        (config.wall_clock_s is None or _positive(config.wall_clock_s),
+         "--wall-clock must be a positive number of seconds"),
     ]
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    for message in shared_limit_problems(config):
+        raise UsageError(message)
     try:
         space = get_space(config.space)
         for name in config.proxies:
@@ -99,6 +174,13 @@ def validate_config(config: SearchConfig) -> None:
         raise UsageError(f"the {config.space} space takes whole architectures: use --output-form whole")
     if config.truth and config.space != "nb201":
         raise UsageError("--truth holds NAS-Bench-201 accuracies; it only applies to --space nb201")
+    from agents.models import ModelSpecError, parse_spec
+
+    for spec in dict.fromkeys((config.designer_model, config.reflector_model)):
+        try:  # before config.json is written: a bad string (a password in a URL) must not be saved
+            parse_spec(spec)
+        except ModelSpecError as exc:
+            raise UsageError(str(exc)) from exc
 
 
 def load_run_truth(config: SearchConfig):
@@ -119,7 +201,7 @@ def load_run_truth(config: SearchConfig):
 
 def _build_agents(config: SearchConfig, run_dir: Path, stack: ExitStack, space, proxy):
     from agents.designer import Designer, PromptSwitches
-    from agents.llm_cache import LLMCache
+    from agents.llm_cache import LLMCache, LLMCacheError
     from agents.models import LLMError, ModelSpecError, check_model, load_chat_model
     from agents.reflector import Reflector
     from prompts import PromptError, load_prompt
@@ -131,7 +213,16 @@ def _build_agents(config: SearchConfig, run_dir: Path, stack: ExitStack, space, 
         raise UsageError(str(exc)) from exc
     if designer_prompt.role != "designer" or reflector_prompt.role != "reflector":
         raise UsageError("--prompt takes a designer@vN and a reflector@vN id")
-    cache = LLMCache(run_dir / "llm_cache.sqlite") if config.llm_cache else None
+    try:
+        cache = LLMCache(run_dir / "llm_cache.sqlite") if config.llm_cache else None
+    except LLMCacheError as exc:
+        if _storage_failure(exc):
+            raise
+        raise UsageError(
+            f"{run_dir / 'llm_cache.sqlite'} is not a usable LLM reply cache (corrupt, or from a "
+            f"newer version); move it aside and resume: only replies not yet in the run's "
+            f"checkpoints are asked again"
+        ) from None
     models: dict[str, Any] = {}
     try:
         for spec in dict.fromkeys((config.designer_model, config.reflector_model)):
@@ -164,25 +255,140 @@ def _build_agents(config: SearchConfig, run_dir: Path, stack: ExitStack, space, 
 
 def open_evaluator(config: SearchConfig, run_dir: Path):
     from tools.evaluate import EvalSettings, Evaluator
+    from tools.score_cache import ScoreCacheError
 
     settings = EvalSettings(
         space=config.space, proxies=config.proxies, dataset=config.dataset, seed=config.seed,
         batch_size=config.batch_size, device=config.device, timeout_s=config.eval_timeout_s,
         max_params=config.budget_params, max_flops=config.budget_flops,
     )
-    return Evaluator(settings, workers=config.workers, executor=config.executor,
-                     cache_path=run_dir / "scores.sqlite", ray_address=config.ray_address)
+    try:
+        return Evaluator(settings, workers=config.workers, executor=config.executor,
+                         cache_path=run_dir / "scores.sqlite", ray_address=config.ray_address)
+    except ScoreCacheError as exc:
+        if _storage_failure(exc):
+            raise
+        raise UsageError(
+            f"{run_dir / 'scores.sqlite'} is not a usable score cache (corrupt, or from another "
+            "program or version); move it aside and resume: the candidates it held are scored "
+            "again"
+        ) from None
 
 
 def _raise_interrupt(signum, frame):  # SIGTERM behaves like Ctrl-C: stop cleanly and save
     raise KeyboardInterrupt
 
 
+def _storage_failure(exc: BaseException | None) -> str | None:
+    """Return why ``exc`` (or an error it wraps) is a write the disk refused, else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+            return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
+        if isinstance(exc, sqlite3.OperationalError) and any(
+                t in str(exc) for t in _SQLITE_STORAGE):
+            return str(exc)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _emit_or_stop(trace, event: dict, ctx: SearchContext) -> OSError | None:
+    """Record ``event``; if the disk refuses it, have the search stop after this iteration.
+
+    Leaving ``graph.stream`` while a branch still runs in the background can apply that branch's
+    result twice on resume, so a full disk ends the run at the next ``update`` (as a wall-clock
+    limit would), with everything paid for in the checkpoints and caches.
+    """
+    try:
+        trace.emit(event)
+    except OSError as exc:
+        if _storage_failure(exc) is None:
+            raise
+        ctx.deadline = time.monotonic()
+        return exc
+    return None
+
+
+def _checkpoint_fix(run_dir: Path) -> str:
+    # The caches are keyed by content, so a new run with the same flags replays them.
+    return (f"start a new run with the same flags and a new --output holding copies of "
+            f"{run_dir / 'scores.sqlite'} and {run_dir / 'llm_cache.sqlite'}: nothing is scored "
+            "or paid for again")
+
+
+def _open_checkpoints(run_dir: Path, resume: bool) -> sqlite3.Connection:
+    """Open ``checkpoints.sqlite``; when resuming, refuse (untouched) a file that is not ours."""
+    path = run_dir / CHECKPOINTS
+    connection = sqlite3.connect(path, check_same_thread=False)
+    try:
+        if resume:  # check before LangGraph adds its tables to someone else's database
+            tables = {row[0] for row in
+                      connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            foreign = sorted(tables - {"checkpoints", "writes"})
+            if foreign:
+                raise UsageError(f"{path} is not an RZ-NAS checkpoint file (it holds the tables "
+                                 f"{', '.join(foreign)}); {_checkpoint_fix(run_dir)}")
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(checkpoints)")}
+            if "checkpoints" in tables and not _CHECKPOINT_COLUMNS <= columns:
+                raise UsageError(f"{path} is in an older checkpoint format this version cannot "
+                                 f"read; {_checkpoint_fix(run_dir)}")
+        # WAL without an fsync per commit (as the score cache): a killed process loses nothing,
+        # only a power cut can drop the last steps; fsyncs were most of the per-step overhead.
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+    except UsageError:
+        connection.close()
+        raise
+    except sqlite3.DatabaseError as exc:
+        connection.close()
+        if _storage_failure(exc):
+            raise
+        raise UsageError(f"{path} is not a readable checkpoint database ({exc}); "
+                         f"{_checkpoint_fix(run_dir)}") from None
+    return connection
+
+
+def _saved_state(graph, run_dir: Path):
+    """Return the saved snapshot; a checkpoint this version cannot decode is a UsageError."""
+    try:
+        return graph.get_state(THREAD)
+    except Exception as exc:  # noqa: BLE001 - whatever the decoder raises, the file is the problem
+        if _storage_failure(exc):
+            raise
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise UsageError(f"{run_dir / CHECKPOINTS} holds checkpoints this version cannot read "
+                         f"({detail}); {_checkpoint_fix(run_dir)}") from None
+
+
 def run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode: str = "live",
                console=None) -> RunOutcome:
-    """Run (or resume) a search in ``run_dir`` and write its reports there."""
+    """Run (or resume) a search in ``run_dir`` and write its reports there.
+
+    Raises:
+        UsageError: a bad setting or run directory (nothing was done).
+        RunStorageError: the run directory stopped taking writes (disk full, read-only); what
+            was saved so far stays, and ``--resume`` continues once the directory is writable.
+    """
+    try:
+        return _run_search(config, run_dir, resume=resume, trace_mode=trace_mode, console=console)
+    except UsageError:
+        raise
+    except Exception as exc:
+        reason = _storage_failure(exc)
+        if reason is None:
+            raise
+        raise RunStorageError(
+            f"cannot write to the run directory {run_dir}: {reason}; free disk space or make it "
+            f"writable, then continue with: python -m graphs.search --resume {run_dir}"
+        ) from exc
+
+
+def _run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode: str,
+                console) -> RunOutcome:
     from graphs.report import render_summary, write_reports
-    from graphs.trace import TraceWriter, read_events
+    from graphs.events import iter_events
+    from graphs.trace import TraceWriter
     from tools.proxies import get_proxy
     from tools.spaces import get_space
 
@@ -201,23 +407,21 @@ def run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode:
     previous = _previous_summary(run_dir) if resume else {}
     started = time.monotonic()
     with ExitStack() as stack:
+        # The saved state first: a resume that cannot continue should not load a model.
+        connection = _open_checkpoints(run_dir, resume)
+        stack.callback(connection.close)
+        graph = build_graph(checkpointer=SqliteSaver(connection))
+        snapshot = _saved_state(graph, run_dir)
         trace = stack.enter_context(TraceWriter(run_dir, mode=trace_mode, console=console,
                                                 total_iterations=config.iterations))
         designer, reflector, models = _build_agents(config, run_dir, stack, space, proxy)
         evaluator = stack.enter_context(open_evaluator(config, run_dir))
-        connection = sqlite3.connect(run_dir / CHECKPOINTS, check_same_thread=False)
-        stack.callback(connection.close)
-        # WAL without an fsync per commit (as the score cache): a killed process loses nothing,
-        # only a power cut can drop the last steps; fsyncs were most of the per-step overhead.
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        graph = build_graph(checkpointer=SqliteSaver(connection))
-        snapshot = graph.get_state(THREAD)
         done = (snapshot.values or {}).get("iteration", 0)
         ctx = SearchContext(
             config=config, space=space, proxy=proxy, evaluator=evaluator, designer=designer,
             reflector=reflector, truth=truth, started=started, iterations_at_start=done,
             deadline=started + config.wall_clock_s if config.wall_clock_s else None,
+            seen=frozenset((snapshot.values or {}).get("evaluated", {})),  # for a resumed branch
         )
         if not snapshot.values:
             graph_input: Any = new_search_state()
@@ -238,6 +442,7 @@ def run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode:
                               "reflector": reflector.prompt.sha256 if reflector else None},
         })
         reason = "iterations"
+        trace_failure: OSError | None = None
         previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             if graph_input is not ...:
@@ -250,22 +455,26 @@ def run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode:
                     graph_input, run_config, context=ctx,
                     stream_mode=["custom"], subgraphs=True, durability="sync",
                 ):
-                    trace.emit(data)
+                    if trace_failure is None:
+                        trace_failure = _emit_or_stop(trace, data, ctx)
             reason = graph.get_state(THREAD).values.get("stop_reason") or "iterations"
         except KeyboardInterrupt:
             reason = "interrupted"
         finally:
             signal.signal(signal.SIGTERM, previous_handler)
+        if trace_failure is not None:
+            raise trace_failure
         state = graph.get_state(THREAD).values
         if not state.get("population"):
             raise UsageError("the run stopped before its initial population was scored; "
                              f"resume it with --resume {run_dir}")
         wall = previous.get("wall_seconds", 0.0) + (time.monotonic() - started)
-        summary = build_summary(config, state, ctx, models, wall, reason, run_dir)
+        summary = build_summary(config, state, ctx, models, wall, reason, run_dir,
+                                earlier_usage=previous.get("llm_usage") or {})
         trace.emit({"event": "run_finished", "reason": reason, "summary": summary,
                     "iteration": state.get("iteration", 0)})
         trace.close()
-        write_reports(run_dir, summary, read_events(run_dir / "events.jsonl"), state["population"])
+        write_reports(run_dir, summary, iter_events(run_dir / "events.jsonl"), state["population"])
         trace.print_line(render_summary(summary))
     return RunOutcome(run_dir, summary, reason)
 
@@ -278,15 +487,27 @@ def _previous_summary(run_dir: Path) -> dict:
 
 
 def build_summary(config: SearchConfig, state: dict, ctx: SearchContext, models: dict,
-                  wall_seconds: float, reason: str, run_dir: Path) -> dict[str, Any]:
-    """Assemble ``summary.json`` from the final state."""
+                  wall_seconds: float, reason: str, run_dir: Path,
+                  earlier_usage: dict | None = None) -> dict[str, Any]:
+    """Assemble ``summary.json`` from the final state.
+
+    ``earlier_usage`` is the ``llm_usage`` of the summary an earlier session of this run wrote;
+    its counters are added to this session's, so a resumed run reports all of its sessions
+    (except one killed before it could write a summary: the state's tokens and cost still count it).
+    """
     from graphs.nodes import _ground_truth, _rank
 
     best = _rank(ctx.proxy, state["population"])[0]
+    current = {role: figures for model in models.values() for role, figures in model.usage().items()}
+    earlier = {role: f for role, f in (earlier_usage or {}).items() if isinstance(f, dict)}
     usage: dict[str, Any] = {}
-    for model in models.values():
-        for role, figures in model.usage().items():
-            usage[role] = figures
+    for role in dict.fromkeys([*earlier, *current]):
+        now, before = current.get(role, {}), earlier.get(role, {})
+        usage[role] = {**before, **now}
+        for key in usage[role]:
+            if all(isinstance(d.get(key), (int, float)) and not isinstance(d.get(key), bool)
+                   for d in (now, before)):
+                usage[role][key] = now[key] + before[key]
     return {
         "best": {
             "arch": best["arch"], "canonical": best["canonical"], "score": best["score"],

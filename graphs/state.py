@@ -3,12 +3,24 @@
 Everything in state is plain JSON-able data (dicts, lists, numbers, strings) so checkpoints stay
 readable across library versions. Counters use ``operator.add`` reducers: each branch reports
 increments and the graph sums them.
+
+A checkpoint after every step must not grow with the run (1,500 iterations, ~10,000
+evaluations): ``evaluated`` and ``progress``, which the summary needs whole, are LangGraph
+``DeltaChannel`` fields (a checkpoint stores only the step's new entries, plus a full snapshot
+every ``DELTA_SNAPSHOT_EVERY`` updates); ``history`` and ``reflections``, of which the prompts only
+use the tail, are replaced whole by ``update`` with just that tail (see ``graphs.nodes.update``).
 """
 
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from typing import Annotated, Any, TypedDict
+
+from langgraph.channels import DeltaChannel
+
+#: Updates of a delta field between two full snapshots of it in the checkpoints.
+DELTA_SNAPSHOT_EVERY = 100
 
 
 def collect_children(current: list[dict] | None, update: list[dict] | None) -> list[dict]:
@@ -18,10 +30,19 @@ def collect_children(current: list[dict] | None, update: list[dict] | None) -> l
     return (current or []) + update
 
 
-def merge_evaluated(current: dict | None, update: dict | None) -> dict:
-    """Reducer for ``evaluated``: canonical architecture -> outcome, later writes win."""
+def merge_evaluated(current: dict | None, updates: Sequence[dict | None]) -> dict:
+    """Delta reducer for ``evaluated``: canonical architecture -> outcome, later writes win."""
     merged = dict(current or {})
-    merged.update(update or {})
+    for update in updates:
+        merged.update(update or {})
+    return merged
+
+
+def append_records(current: list[dict] | None, updates: Sequence[list[dict] | None]) -> list[dict]:
+    """Delta reducer for ``progress``: each write appends its records."""
+    merged = list(current or [])
+    for update in updates:
+        merged.extend(update or [])
     return merged
 
 
@@ -41,7 +62,8 @@ class BranchOutput(TypedDict, total=False):
     """What a mutation branch hands back to the search: its child and its counters."""
 
     children: Annotated[list[dict], collect_children]
-    evaluated: Annotated[dict[str, dict], merge_evaluated]
+    evaluated: Annotated[dict[str, dict],
+                         DeltaChannel(merge_evaluated, snapshot_frequency=DELTA_SNAPSHOT_EVERY)]
     invalid_proposals: Annotated[int, operator.add]
     fallbacks: Annotated[int, operator.add]
     evaluations: Annotated[int, operator.add]
@@ -56,9 +78,11 @@ class SearchState(BranchOutput, total=False):
 
     population: list[Member]
     iteration: int  # completed iterations
-    reflections: Annotated[list[dict], operator.add]  # {"iteration", "slot", "text", "suggestion"}
-    history: Annotated[list[dict], operator.add]  # one record per child, see graphs.nodes.child_record
-    progress: Annotated[list[dict], operator.add]  # per iteration: best, mean, ground truth
+    # The latest --lessons + 1 reflections: {"iteration", "slot", "text", "suggestion"}
+    reflections: list[dict]
+    history: list[dict]  # the latest --history-length child records, see graphs.nodes.reflect
+    progress: Annotated[list[dict],  # per iteration: best, mean, ground truth
+                        DeltaChannel(append_records, snapshot_frequency=DELTA_SNAPSHOT_EVERY)]
     stop_reason: str | None
 
 
@@ -72,7 +96,6 @@ class BranchState(BranchOutput, total=False):
     recent: list[dict]  # recent candidates for the prompts: {"arch", "score", "error"}
     latest_reflection: str | None
     lessons: list[str]
-    seen: list[str]  # canonical forms already evaluated (the Designer must not repeat them)
     attempt: int
     feedback: list[str]  # why earlier attempts in this branch were rejected
     proposal: dict | None  # {"child", "canonical", "edit", "rationale", "fallback", "changes"}

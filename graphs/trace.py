@@ -162,11 +162,22 @@ class TraceWriter:
         if self._live is not None:
             self._live.stop()  # not under self._lock: the final refresh calls _view
             self._live = None
+        failure: OSError | None = None
         with self._lock:
             for f in (self._messages, self._events):
-                f.flush()
-                os.fsync(f.fileno())
-                f.close()
+                # A full disk must not leave a file open: its buffer would fail again, noisily,
+                # when garbage-collected. Close both, then report the first failure.
+                try:
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError as exc:
+                    failure = failure or exc
+                try:
+                    f.close()
+                except OSError as exc:
+                    failure = failure or exc
+        if failure is not None:
+            raise failure
 
     # -- the live view ---------------------------------------------------------------------------
 

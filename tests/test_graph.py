@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ from graphs.cli import main
 from graphs.config import SearchConfig
 from graphs.runner import run_search
 from graphs.search import build_graph
+from tests.search_helpers import read_jsonl, sigkill, wait_for_event, write_script
 
 ROOT = Path(__file__).resolve().parents[1]
 EDGES = ["1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2"]
@@ -37,15 +36,6 @@ def reflections(n: int) -> list[str]:
                     "suggestion": f"SUGGESTION-{i}: widen edge 3<-0"})
         for i in range(n)
     ]
-
-
-def write_script(path: Path, designer: list, reflector: list) -> str:
-    path.write_text(json.dumps({"designer": designer, "reflector": reflector}))
-    return f"fake:{path}"
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def small_config(model: str, **overrides) -> SearchConfig:
@@ -113,6 +103,10 @@ def test_resume_extends_a_finished_run_without_rescoring(tmp_path):
     assert first.summary["iterations"] == 2
     again = run_search(small_config(model, iterations=4), run_dir, resume=True, trace_mode="quiet")
     assert again.summary["iterations"] == 4
+    calls = [e for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "llm_call"]
+    designer_calls = sum(e["role"] == "designer" for e in calls)
+    assert designer_calls > first.summary["llm_usage"]["designer"]["calls"] > 0
+    assert again.summary["llm_usage"]["designer"]["calls"] == designer_calls  # both sessions
     events = read_jsonl(run_dir / "events.jsonl")
     scored = [e["canonical"] for e in events if e["event"] == "evaluation" and not e["cached"]]
     assert len(scored) == len(set(scored))
@@ -159,18 +153,9 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tmp_path):
             model, "--proxy", "params", "--iterations", "6", "--population", "4", "--batch-size", "8",
             "--seed", "3", "--quiet", "--output", str(run_dir)]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    events_path = run_dir / "events.jsonl"
-    while time.monotonic() < deadline:
-        text = events_path.read_text() if events_path.exists() else ""
-        if '"iteration_started"' in text and '"iteration": 3' in text:
-            break
-        assert proc.poll() is None, proc.stderr.read().decode()
-        time.sleep(0.1)
-    else:
-        pytest.fail("the run never reached iteration 3")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    wait_for_event(proc, run_dir / "events.jsonl",
+                   lambda e: e.get("event") == "iteration_started" and e.get("iteration") == 3)
+    sigkill(proc)
     resumed = subprocess.run([sys.executable, "-m", "graphs.search", "--resume", str(run_dir),
                               "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr

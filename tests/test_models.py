@@ -9,10 +9,7 @@ from __future__ import annotations
 import json
 import pickle
 import socket
-import threading
 import time
-from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -29,6 +26,7 @@ from agents.models import (
     scripted_model,
 )
 from agents.pricing import BUILTIN_PRICES, PriceTableError, load_price_overrides, price_for
+from tests.openai_stub import StubServer, completion, error_body
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ARCH = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_1x1~1|none~2|"
@@ -375,95 +373,7 @@ def test_price_table(tmp_path, monkeypatch):
         load_price_overrides({"bad": "cheap"})
 
 
-# --- openai-compatible over HTTP ----------------------------------------------------------------
-
-
-def completion(content: str | None, *, finish: str = "stop", refusal: str | None = None) -> dict:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": finish,
-                "message": {"role": "assistant", "content": content, "refusal": refusal},
-            }
-        ],
-        "usage": {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050},
-    }
-
-
-class StubServer:
-    """A scripted OpenAI chat-completions endpoint on 127.0.0.1 (one response per request)."""
-
-    def __init__(self) -> None:
-        self.responses: deque = deque()
-        self.requests: list[dict] = []
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self, status: int, body: object, headers: dict | None = None) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:  # /v1/models, for check_model
-                stub.requests.append(
-                    {
-                        "path": self.path,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": None,
-                    }
-                )
-                status, body, _, _ = (
-                    stub.responses.popleft() if stub.responses else (200, None, 0, None)
-                )
-                self._reply(
-                    status, body or {"object": "list", "data": [{"id": "m", "object": "model"}]}
-                )
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                stub.requests.append(
-                    {
-                        "path": self.path,
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": body,
-                    }
-                )
-                status, payload, delay, headers = stub.responses.popleft()
-                time.sleep(delay)
-                payload = payload(self) if callable(payload) else payload
-                try:
-                    self._reply(status, payload, headers)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout test)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-
-    def add(
-        self, status: int, body: object, *, delay: float = 0.0, headers: dict | None = None
-    ) -> None:
-        self.responses.append((status, body, delay, headers))
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+# --- openai-compatible over HTTP (the stub server is in tests/openai_stub.py) --------------------
 
 
 @pytest.fixture
@@ -471,10 +381,6 @@ def stub():
     server = StubServer()
     yield server
     server.close()
-
-
-def error_body(message: str, kind: str = "error") -> dict:
-    return {"error": {"message": message, "type": kind, "code": None}}
 
 
 def test_openai_compatible_end_to_end(stub, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -15,8 +16,13 @@ from tools.evaluate import EvalResult, EvalSettings, Evaluator
 from tools.score_cache import ScoreCacheError
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line and exit 2, no usage dump
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="python -m tools.evaluate",
         description="Score one architecture with zero-cost proxies in the sandbox.",
     )
@@ -39,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, help="SQLite score cache file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
 
 
 def _cli_payload(result: EvalResult) -> dict:
@@ -67,15 +77,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.arch_file is not None:
             try:
-                arch = Path(args.arch_file).read_text()
+                arch = Path(args.arch_file).read_text(encoding="utf-8")
             except OSError as exc:
                 raise ValueError(
                     f"cannot read --arch-file {args.arch_file}: {exc.strerror}"
                 ) from None
+            except UnicodeDecodeError as exc:
+                raise ValueError(
+                    f"--arch-file {args.arch_file} is not UTF-8 text (bad byte at offset "
+                    f"{exc.start}); save it as UTF-8"
+                ) from None
         else:
             arch = args.arch
-        if args.workers < 1 or args.timeout <= 0 or args.batch_size < 1:
-            raise ValueError("--workers and --batch-size must be >= 1 and --timeout > 0")
+        problems = [
+            message
+            for ok, message in (
+                (args.workers >= 1, "--workers must be at least 1"),
+                (args.batch_size >= 1, "--batch-size must be at least 1"),
+                (_positive(args.timeout), "--timeout must be a positive number of seconds"),
+                (args.memory_mb >= 1, "--memory-mb must be at least 1"),
+                (args.resolution is None or args.resolution >= 1, "--resolution must be >= 1"),
+                (0 <= args.seed < 2**63, "--seed must be between 0 and 2**63 - 1"),
+                (args.max_params is None or _positive(args.max_params),
+                 "--max-params must be a positive number"),
+                (args.max_flops is None or _positive(args.max_flops),
+                 "--max-flops must be a positive number"),
+            )
+            if not ok
+        ]
+        if problems:
+            raise ValueError(problems[0])
         settings = EvalSettings(
             space=args.space,
             proxies=tuple(p.strip() for p in args.proxy.split(",") if p.strip()),

@@ -185,6 +185,8 @@ def load_truth(path: str | Path | None = None) -> GroundTruth:
                 f"{_EXPECTED}"
             )
         path = env
+    if "\x00" in str(path):  # the OS refuses such a name with a ValueError, not "not found"
+        raise TruthError(f"{str(path)!r}: a file name cannot contain NUL bytes; {_EXPECTED}")
     file = Path(path).expanduser()
     if not file.exists():
         raise TruthError(f"{file}: ground-truth file not found; {_EXPECTED}")
