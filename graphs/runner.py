@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import os
 import signal
 import sqlite3
 import time
@@ -28,6 +29,9 @@ from graphs.config import SearchConfig
 from graphs.nodes import SearchContext
 from graphs.search import build_graph
 from graphs.state import new_search_state
+
+if typing.TYPE_CHECKING:
+    from graphs.trace import TraceWriter
 
 THREAD = {"configurable": {"thread_id": "search"}}
 CONFIG_FILE = "config.json"
@@ -275,8 +279,35 @@ def open_evaluator(config: SearchConfig, run_dir: Path):
         ) from None
 
 
-def _raise_interrupt(signum, frame):  # SIGTERM behaves like Ctrl-C: stop cleanly and save
-    raise KeyboardInterrupt
+class _StopOnSignal:
+    """SIGINT (Ctrl-C) and SIGTERM during the search: the first stops it after the current step,
+    a second one at once.
+
+    Raising KeyboardInterrupt would leave ``graph.stream`` while a branch still runs in a
+    LangGraph thread, and a resumed run then applied that branch twice. So the first signal only
+    sets the deadline ``update`` checks (as ``--wall-clock`` does) and the run saves as usual. The
+    second ends the process as ``kill -9`` would, which ``--resume`` handles: finished steps are
+    in the checkpoints, answered calls and scores in the caches.
+    """
+
+    def __init__(self, ctx: SearchContext, trace: TraceWriter, run_dir: Path) -> None:
+        self.ctx, self.trace, self.run_dir = ctx, trace, run_dir
+        self.requested = False
+
+    def __call__(self, signum: int, frame: types.FrameType | None) -> None:
+        if not self.requested:
+            self.requested = True
+            self.ctx.deadline = time.monotonic()
+            self._say("stopping after the current step; press Ctrl-C again to stop now")
+            return
+        self._say(f"stopped now; continue with: python -m graphs.search --resume {self.run_dir}")
+        os._exit(130)
+
+    def _say(self, line: str) -> None:
+        try:
+            self.trace.print_line(line)
+        except (OSError, RuntimeError):  # the handler may interrupt a write to the same stream
+            os.write(2, f"{line}\n".encode())
 
 
 def _storage_failure(exc: BaseException | None) -> str | None:
@@ -443,7 +474,9 @@ def _run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode
         })
         reason = "iterations"
         trace_failure: OSError | None = None
-        previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+        stop = _StopOnSignal(ctx, trace, run_dir)
+        previous_handlers = {sig: signal.signal(sig, stop)
+                             for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             if graph_input is not ...:
                 limit = 4 * (config.iterations - done) + 50 * (config.max_retries + 2)
@@ -458,10 +491,11 @@ def _run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode
                     if trace_failure is None:
                         trace_failure = _emit_or_stop(trace, data, ctx)
             reason = graph.get_state(THREAD).values.get("stop_reason") or "iterations"
-        except KeyboardInterrupt:
-            reason = "interrupted"
+            if stop.requested and reason != "iterations":
+                reason = "interrupted"
         finally:
-            signal.signal(signal.SIGTERM, previous_handler)
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
         if trace_failure is not None:
             raise trace_failure
         state = graph.get_state(THREAD).values
