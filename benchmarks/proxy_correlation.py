@@ -9,11 +9,16 @@ proxy fails (typically dead cells whose output ignores the input) rank last for 
 
     python benchmarks/proxy_correlation.py --truth ../shared/data/nb201.csv --sample 50 --seed 0
     python benchmarks/proxy_correlation.py --truth PATH --sample 500 --proxies synflow,params --json
+    python benchmarks/proxy_correlation.py --truth PATH --sample 150 --proxies jacov --inputs pink
+
+``--inputs`` asks what data-free scoring costs the data-dependent proxies: ``gaussian`` (the
+default, i.i.d. pixels), ``pink`` (Gaussian noise with a 1/f amplitude spectrum, the second-order
+statistics of natural images) or an image file, from which random crops are taken (real pixels;
+CIFAR itself cannot be downloaded here).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
@@ -22,6 +27,8 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from graphs.cli import UsageParser  # noqa: E402 - one-line usage errors, exit 2
 
 import torch  # noqa: E402
 from scipy import stats  # noqa: E402
@@ -36,6 +43,46 @@ from tools.proxies import (  # noqa: E402
     score_network,
 )
 from tools.spaces import get_space  # noqa: E402
+
+
+def input_batch(kind: str, *, batch_size: int, dataset, seed: int, device: torch.device) -> Batch:
+    """Return the shared scoring batch: Gaussian, 1/f ("pink") noise, or crops of an image file.
+
+    Non-Gaussian inputs are standardised per channel like normalised CIFAR images; labels are
+    uniform random in every case.
+    """
+    batch = Batch.synthetic(batch_size=batch_size, resolution=dataset.resolution,
+                            num_classes=dataset.num_classes, seed=seed,
+                            channels=dataset.channels, device="cpu")
+    if kind == "gaussian":
+        return batch.to(device)
+    generator = torch.Generator().manual_seed(seed)
+    size = dataset.resolution
+    if kind == "pink":
+        noise = torch.randn(batch_size, dataset.channels, size, size, generator=generator)
+        freq = torch.fft.fftfreq(size)
+        radius = torch.sqrt(freq[:, None] ** 2 + freq[None, :] ** 2).clamp(min=1.0 / size)
+        inputs = torch.fft.ifft2(torch.fft.fft2(noise) / radius).real
+    else:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            image = Image.open(kind).convert("RGB")
+        except (OSError, UnidentifiedImageError) as exc:
+            raise ValueError(f"--inputs: {kind!r} is not gaussian, pink or a readable image "
+                             f"file ({exc})") from exc
+        import numpy as np
+
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)
+        if image.height < size or image.width < size:
+            raise ValueError(f"--inputs: {kind} is smaller than {size}x{size}")
+        ys = torch.randint(0, image.height - size + 1, (batch_size,), generator=generator)
+        xs = torch.randint(0, image.width - size + 1, (batch_size,), generator=generator)
+        inputs = torch.stack([pixels[:, y : y + size, x : x + size] for y, x in zip(ys, xs)])
+        inputs = inputs[:, : dataset.channels]
+    mean = inputs.mean(dim=(0, 2, 3), keepdim=True)
+    std = inputs.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-6)
+    return Batch(((inputs - mean) / std).to(device), batch.targets.to(device), batch.num_classes)
 
 
 def sample_cells(space, count: int, seed: int) -> list[str]:
@@ -125,7 +172,7 @@ def parse_proxies(text: str | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = UsageParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--truth",
         help="NB201 ground truth: CSV as in shared/data or NASLib JSON (default: $RZNAS_TRUTH)",
@@ -139,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (0: torch's default; 1 is fastest on a busy CPU)")
+    parser.add_argument("--inputs", default="gaussian",
+                        help="scoring inputs: gaussian (default), pink (1/f noise) or an image file")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
@@ -162,18 +211,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    batch = Batch.synthetic(
-        batch_size=args.batch_size,
-        resolution=dataset.resolution,
-        num_classes=dataset.num_classes,
-        seed=args.seed,
-        channels=dataset.channels,
-        device=device,
-    )
+    try:
+        batch = input_batch(args.inputs, batch_size=args.batch_size, dataset=dataset,
+                            seed=args.seed, device=device)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"scoring {len(cells)} cells with {', '.join(names)} on {device} "
-        f"(batch {args.batch_size}, {torch.get_num_threads()} threads)",
+        f"(batch {args.batch_size} of {args.inputs} inputs, {torch.get_num_threads()} threads)",
         file=sys.stderr,
     )
     scores, seconds, build = score_cells(
@@ -185,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "metric": args.metric,
         "batch_size": args.batch_size,
+        "inputs": args.inputs,
         "device": str(device),
         "build_seconds_per_arch": build,
         "proxies": {},
@@ -200,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{len(cells)} NB201 cells, seed {args.seed}, truth {args.metric}, batch "
-          f"{args.batch_size}, {device}; oriented correlations (lower-is-better proxies negated)")
+          f"{args.batch_size}, {args.inputs} inputs, {device}; oriented correlations (lower-is-better proxies negated)")
     print(f"{'proxy':<10} {'spearman':>9} {'kendall':>8} {'rho_ok':>8} {'s/arch':>8} "
           f"{'failures':>8}")
     for name, entry in report["proxies"].items():
