@@ -8,7 +8,12 @@ from __future__ import annotations
 import socket
 import pytest
 
-from tools.executors import LocalExecutor
+from tools.executors import LocalExecutor, WorkerConfig
+
+
+def one_worker_pool() -> LocalExecutor:
+    """A one-worker pool (1 GB, 20 s, the ``params`` proxy) for tasks with or without the check."""
+    return LocalExecutor(WorkerConfig(timeout_s=20, memory_mb=1024, proxies=("params",)), workers=1)
 
 
 def run_task(pool: LocalExecutor, source: str, *, unchecked: bool) -> dict:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
+import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,3 +148,67 @@ def wait_until_gone(processes: dict[int, str], timeout_s: float = 30.0) -> dict[
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.1)
+
+
+def search_argv(model: str, run_dir: Path, iterations: int, concurrency: int = 1) -> list[str]:
+    """A small, seeded ``python -m graphs.search`` run with ``model`` in both roles."""
+    return [sys.executable, "-m", "graphs.search", "--designer-model", model, "--reflector-model",
+            model, "--proxy", "params", "--iterations", str(iterations), "--population", "6",
+            "--concurrency", str(concurrency), "--max-retries", "1", "--batch-size", "8",
+            "--seed", "5", "--plain", "--output", str(run_dir)]
+
+
+def resume_argv(run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "graphs.search", "--resume", str(run_dir), "--plain"]
+
+
+def sqlite_rows(db: Path, query: str) -> list[tuple]:
+    connection = sqlite3.connect(db)
+    try:
+        return connection.execute(query).fetchall()
+    finally:
+        connection.close()
+
+
+def call_key(e: dict) -> tuple:
+    """What identifies one LLM request of a run in its ``llm_call`` events."""
+    return e["iteration"], e["slot"], e["role"], e["attempt"]
+
+
+def read_results(run_dir: Path) -> tuple[dict, list, list[dict]]:
+    """Return a finished run's summary, population and events."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    population = json.loads((run_dir / "population.json").read_text())
+    return summary, population, events_after(run_dir / "events.jsonl", 0)
+
+
+def assert_like_unbroken(run_dir: Path, unbroken_dir: Path, *, all_calls_recorded: bool) -> None:
+    """Check that a stopped-and-resumed run ended as an unbroken run with the same flags did.
+
+    Same population and summary, no candidate scored twice and the same candidates, no LLM
+    request asked twice and the same cache keys. ``all_calls_recorded`` False allows fewer
+    ``llm_call`` events than the unbroken run (a process stopped at once may not have written the
+    events of calls answered just before; the LLM cache holds them all).
+    """
+    summary, population, events = read_results(run_dir)
+    expected_summary, expected_population, expected_events = read_results(unbroken_dir)
+    assert population == expected_population
+    for key in ("best", "iterations", "evaluations", "invalid_proposals", "fallbacks", "llm_calls",
+                "tokens", "progress", "population_size"):
+        assert summary[key] == expected_summary[key], key
+
+    scored = Counter(e["canonical"] for e in events
+                     if e["event"] == "evaluation" and not e["cached"])
+    assert scored and max(scored.values()) == 1, scored.most_common(3)
+    evaluated = {e["canonical"] for e in events if e["event"] == "evaluation"}
+    assert evaluated == {e["canonical"] for e in expected_events if e["event"] == "evaluation"}
+
+    calls = [e for e in events if e["event"] == "llm_call"]
+    asked = Counter(call_key(e) for e in calls if not e["cached"])
+    assert max(asked.values()) == 1, asked.most_common(3)
+    recorded = {call_key(e) for e in calls}
+    expected = {call_key(e) for e in expected_events if e["event"] == "llm_call"}
+    assert recorded == expected if all_calls_recorded else recorded <= expected
+    keys = "SELECT key FROM replies ORDER BY key"
+    assert sqlite_rows(run_dir / "llm_cache.sqlite", keys) == sqlite_rows(
+        unbroken_dir / "llm_cache.sqlite", keys)

@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import subprocess
-import sys
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,9 +36,15 @@ import pytest
 from tests.search_helpers import (
     ROOT,
     Killed,
+    assert_like_unbroken,
+    call_key,
     events_after,
     file_size,
+    read_results,
+    resume_argv,
+    search_argv,
     sigkill,
+    sqlite_rows,
     wait_for_event,
     wait_until_gone,
     write_script,
@@ -97,34 +100,6 @@ KILL_POINTS = [INIT, _evaluation(1), _reflection(2), _design(3), _evaluation(5)]
 SNAPSHOT_AFTER, ROLLBACK_AFTER = "reflection@2", "evaluation@5"
 
 
-def _search_argv(model: str, run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "graphs.search", "--designer-model", model, "--reflector-model",
-            model, "--proxy", "params", "--iterations", str(ITERATIONS), "--population", "6",
-            "--max-retries", "1", "--batch-size", "8", "--seed", "5", "--plain",
-            "--output", str(run_dir)]
-
-
-def _resume_argv(run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "graphs.search", "--resume", str(run_dir), "--plain"]
-
-
-@pytest.fixture
-def start() -> Iterator[Callable[[list[str], Path], subprocess.Popen]]:
-    """Start searches (output appended to a log); a failing test leaves none of them running."""
-    started: list[subprocess.Popen] = []
-
-    def launch(argv: list[str], log: Path) -> subprocess.Popen:
-        with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-            started.append(subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT))
-        return started[-1]
-
-    yield launch
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-
-
 def _kill_at(point: KillPoint, proc: subprocess.Popen, events_path: Path, offset: int) -> Killed:
     """Wait for ``point``'s opening event written after ``offset``, kill, prove where it landed."""
     wait_for_event(proc, events_path, point.opens, offset=offset, timeout_s=90)
@@ -151,24 +126,6 @@ def _restore_checkpoints(run_dir: Path, saved: Path) -> None:
             shutil.copy2(saved / name, run_dir / name)
 
 
-def _rows(db: Path, query: str) -> list[tuple]:
-    connection = sqlite3.connect(db)
-    try:
-        return connection.execute(query).fetchall()
-    finally:
-        connection.close()
-
-
-def _call_key(e: dict) -> tuple:
-    return e["iteration"], e["slot"], e["role"], e["attempt"]
-
-
-def _read_results(run_dir: Path) -> tuple[dict, list, list[dict]]:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    population = json.loads((run_dir / "population.json").read_text())
-    return summary, population, events_after(run_dir / "events.jsonl", 0)
-
-
 @pytest.mark.slow
 def test_repeated_sigkill_and_resume_ends_like_an_unbroken_run(
     tmp_path: Path, start: Callable[[list[str], Path], subprocess.Popen]
@@ -180,11 +137,11 @@ def test_repeated_sigkill_and_resume_ends_like_an_unbroken_run(
 
     # The reference run goes alongside the killed one: most of the time is process start-up.
     unbroken_dir = tmp_path / "unbroken"
-    unbroken = start(_search_argv(model, unbroken_dir), tmp_path / "unbroken.log")
+    unbroken = start(search_argv(model, unbroken_dir, ITERATIONS), tmp_path / "unbroken.log")
 
     run_dir = tmp_path / "killed"
     events_path = run_dir / "events.jsonl"
-    argv = _search_argv(model, run_dir)
+    argv = search_argv(model, run_dir, ITERATIONS)
     killed: list[Killed] = []
     replayable: set[tuple] = set()  # LLM calls answered after the saved checkpoints
     snapshot_offset = rollback_offset = 0
@@ -197,9 +154,9 @@ def test_repeated_sigkill_and_resume_ends_like_an_unbroken_run(
         if point.phase == ROLLBACK_AFTER:
             _restore_checkpoints(run_dir, tmp_path / "saved")
             rollback_offset = file_size(events_path)
-            replayable = {_call_key(e) for e in events_after(events_path, snapshot_offset)
+            replayable = {call_key(e) for e in events_after(events_path, snapshot_offset)
                           if e["event"] == "llm_call" and e["ok"]}
-        argv = _resume_argv(run_dir)
+        argv = resume_argv(run_dir)
     final = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert final.returncode == 0, final.stdout[-2000:] + final.stderr[-2000:]
     assert unbroken.wait(timeout=120) == 0, (tmp_path / "unbroken.log").read_text()[-2000:]
@@ -209,40 +166,17 @@ def test_repeated_sigkill_and_resume_ends_like_an_unbroken_run(
     assert orphans == {}, f"processes outlived their killed search: {sorted(orphans)}"
     assert [d for k in killed for d in k.scratch_dirs if Path(d).exists()] == []
 
-    summary, population, events = _read_results(run_dir)
-    expected_summary, expected_population, expected_events = _read_results(unbroken_dir)
-
-    # The same search result as the unbroken run.
-    assert population == expected_population
-    for key in ("best", "iterations", "evaluations", "invalid_proposals", "fallbacks", "llm_calls",
-                "tokens", "progress", "population_size"):
-        assert summary[key] == expected_summary[key], key
+    assert_like_unbroken(run_dir, unbroken_dir, all_calls_recorded=True)
+    summary, _, events = read_results(run_dir)
     assert summary["iterations"] == ITERATIONS
-
-    # No candidate scored twice: every fresh (uncached) evaluation names a new architecture, and
-    # the killed run scored exactly the architectures the unbroken one did.
-    scored = Counter(e["canonical"] for e in events
-                     if e["event"] == "evaluation" and not e["cached"])
-    assert scored and max(scored.values()) == 1, scored.most_common(3)
-    evaluated = {e["canonical"] for e in events if e["event"] == "evaluation"}
-    assert evaluated == {e["canonical"] for e in expected_events if e["event"] == "evaluation"}
-    assert len(evaluated) == summary["evaluations"]
+    assert len({e["canonical"] for e in events if e["event"] == "evaluation"}) == \
+        summary["evaluations"]
     candidates = "SELECT count(*) FROM candidates"
-    assert _rows(run_dir / "scores.sqlite", candidates) == _rows(unbroken_dir / "scores.sqlite",
-                                                                 candidates)
-
-    # No LLM request asked twice, and the same requests as the unbroken run, byte for byte.
-    calls = [e for e in events if e["event"] == "llm_call"]
-    asked = Counter(_call_key(e) for e in calls if not e["cached"])
-    assert max(asked.values()) == 1, asked.most_common(3)
-    assert {_call_key(e) for e in calls} == {
-        _call_key(e) for e in expected_events if e["event"] == "llm_call"}
-    keys = "SELECT key FROM replies ORDER BY key"
-    assert _rows(run_dir / "llm_cache.sqlite", keys) == _rows(unbroken_dir / "llm_cache.sqlite",
-                                                              keys)
+    assert sqlite_rows(run_dir / "scores.sqlite", candidates) == sqlite_rows(
+        unbroken_dir / "scores.sqlite", candidates)
 
     # After the rollback, what had been answered since the saved checkpoints is replayed.
     after_rollback = [e for e in events_after(events_path, rollback_offset)
-                      if e["event"] == "llm_call" and _call_key(e) in replayable]
-    assert replayable and {_call_key(e) for e in after_rollback} == replayable
+                      if e["event"] == "llm_call" and call_key(e) in replayable]
+    assert replayable and {call_key(e) for e in after_rollback} == replayable
     assert all(e["cached"] for e in after_rollback), [e for e in after_rollback if not e["cached"]]

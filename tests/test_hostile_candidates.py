@@ -25,8 +25,8 @@ from torch import nn
 
 from tools.evaluate import EvalSettings, Evaluator
 from tools.evaluate_cli import main as cli_main
-from tests.sandbox_helpers import assert_no_connection, run_task
-from tools.executors import LocalExecutor, WorkerConfig
+from tests.sandbox_helpers import assert_no_connection, one_worker_pool, run_task
+from tools.executors import LocalExecutor
 from tools.spaces import ArchitectureError
 from tools.spaces.torch_code import ForbiddenCode, build_source, render_template
 
@@ -68,7 +68,7 @@ def planted_secret(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pool(planted_secret):
     """A one-worker pool (1 GB, 20 s) that runs tasks with or without the static check."""
-    ex = LocalExecutor(WorkerConfig(timeout_s=20, memory_mb=1024, proxies=("params",)), workers=1)
+    ex = one_worker_pool()
     yield ex
     ex.close()
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tools.evaluate import EvalSettings, Evaluator
-from tests.sandbox_helpers import assert_no_connection, run_task
-from tools.executors import LocalExecutor, WorkerConfig
+from tests.sandbox_helpers import assert_no_connection, one_worker_pool, run_task
+from tools.executors import LocalExecutor
 from tools.sandbox import scrubbed_env
 from tools.spaces.torch_code import render_template
 
@@ -47,7 +47,7 @@ def planted_secret():
 @pytest.fixture(scope="module")
 def pool(planted_secret):
     """Start a one-worker pool that runs tasks with or without the static check."""
-    ex = LocalExecutor(WorkerConfig(timeout_s=20, memory_mb=1024, proxies=("params",)), workers=1)
+    ex = one_worker_pool()
     yield ex
     ex.close()
 
