@@ -95,9 +95,7 @@ def test_isomorphic_twins_and_repeats_cost_nothing(nb201) -> None:
     space = get_space("nb201")
     assert space.canonical(TWIN) == space.canonical(LIGHT)
     before = dict(nb201.stats)
-    start = time.perf_counter()
     results = nb201.evaluate([LIGHT, TWIN, MID])
-    assert time.perf_counter() - start < 0.5
     assert all(r.cached for r in results)
     assert results[1].scores == results[0].scores and results[1].arch == TWIN
     assert nb201.stats["evaluated"] == before["evaluated"]

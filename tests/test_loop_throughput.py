@@ -20,10 +20,13 @@ def test_parallel_branches_raise_throughput(capsys):
     for level in (one, four):
         assert level["iterations"] == level["evaluated"] == 4  # every proposal really scored
         assert level["invalid_proposals"] == 0 and level["cache_hits"] == 0
-        # Two fake calls of 0.25 s lie on each step's critical path.
-        assert 0.5 <= level["llm_s_per_step"] < 0.75
+        # Two fake calls of 0.25 s lie on each step's critical path; a busy machine only adds.
+        assert level["llm_s_per_step"] >= 0.5
         assert level["overhead_ms_per_iteration"] >= 0
-    assert four["iterations_per_min"] > 1.5 * one["iterations_per_min"]
+    # Run one after another, the four branches' calls would take 2 s; overlapped they take about
+    # 0.5 s. The bounds leave room for a loaded CI machine and still fail if branches serialise.
+    assert four["llm_s_per_step"] < 1.5
+    assert four["iterations_per_min"] > 1.3 * one["iterations_per_min"]
     assert result["speedup"] == round(four["iterations_per_min"] / one["iterations_per_min"], 2)
     assert set(result) >= {"speedup_ok", "overhead_ok", "max_overhead_ms_per_iteration"}
 
