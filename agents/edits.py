@@ -35,6 +35,16 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "edit": {"block": 2, "replacement": "SuperResK5K5(32,64,2,32,2)"},
         "rationale": "A second sub-layer and 5x5 kernels deepen block 2 and widen its receptive field.",
     },
+    "darts": {
+        "parent": "Genotype(normal=[('max_pool_3x3', 0), ('skip_connect', 1), "
+        "('avg_pool_3x3', 0), ('skip_connect', 1), ('skip_connect', 0), ('max_pool_3x3', 2), "
+        "('avg_pool_3x3', 1), ('skip_connect', 3)], normal_concat=[2, 3, 4, 5], "
+        "reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), "
+        "('avg_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 3), ('skip_connect', 2), "
+        "('avg_pool_3x3', 0)], reduce_concat=[2, 3, 4, 5])",
+        "edit": {"cell": "normal", "node": 0, "slot": 0, "op": "sep_conv_3x3", "input": 0},
+        "rationale": "The normal cell has no conv at all; a sep_conv_3x3 on node 0 adds weights.",
+    },
 }
 
 

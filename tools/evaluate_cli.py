@@ -26,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m tools.evaluate",
         description="Score one architecture with zero-cost proxies in the sandbox.",
     )
-    p.add_argument("--space", required=True, help="search space (nb201, zen_macro, torch-code)")
+    p.add_argument(
+        "--space", required=True, help="search space (nb201, zen-macro, darts, torch-code)"
+    )
     p.add_argument("--proxy", required=True, help="proxy name(s), comma-separated")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--arch", help="the architecture string")

@@ -84,7 +84,7 @@ class SearchSpace(ABC):
 _SPACES: dict[str, type[SearchSpace]] = {}
 
 #: Modules holding the built-in spaces; adding a space means one file plus one entry here.
-BUILTIN_MODULES = ("nb201", "zen_macro", "torch_code")
+BUILTIN_MODULES = ("nb201", "zen_macro", "torch_code", "darts")
 
 
 def search_space(name: str):
