@@ -246,6 +246,16 @@ class Designer:
         }
         return self.prompt.render_messages(**values)
 
+    def _reply_limit(self, parent: str) -> int:
+        """``max_tokens`` for an edit; in the whole form, room for the child written out in full.
+
+        A child is about as long as its parent (a DARTS genotype is ~170 tokens, a torch-code
+        source many more), at no fewer than ~3 characters per token, plus the rationale.
+        """
+        if self.output_form != "whole":
+            return self.max_tokens
+        return max(self.max_tokens, len(parent) // 2 + self.max_tokens)
+
     def _restricts(self) -> bool:
         wanted = self.switches.restrict_edits
         if wanted is None:
@@ -286,7 +296,7 @@ class Designer:
                 schema=self._call_schema(request.parent_arch, seen),
                 temperature=temperature,
                 seed=seed,
-                max_tokens=self.max_tokens,
+                max_tokens=self._reply_limit(request.parent_arch),
             )
         except LLMError as err:
             return _failed(messages, None, err.kind, _llm_reason(err))

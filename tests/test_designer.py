@@ -503,3 +503,19 @@ def test_v3_writes_history_as_changes_and_skips_lists_the_decoder_enforces(nb201
     assert "NOT allowed" not in user  # the restricted schema already excludes those edits
     free = designer(SimpleNamespace(spec="openai:gpt-4o"))  # no restriction: the list is shown
     assert "NOT allowed" in free.messages(req, seen={nb201.canonical(near)})[-1]["content"]
+
+
+def test_whole_form_leaves_room_for_a_long_child():
+    from tools.spaces import get_space
+    from tools.spaces.darts import DARTS_V1, DARTS_V2
+
+    space = get_space("darts")
+    model = scripted_model([whole(DARTS_V1)], max_retries=0)
+    designer = Designer(model, space=space, dataset="cifar10", proxy=TOY_PROXY,
+                        prompt=load_prompt("designer@v3"),
+                        switches=PromptSwitches(output_form="whole"))
+    result = designer.propose(request(parent=space.validate(DARTS_V2)), seen=set(), temperature=0.2,
+                              seed=1)
+    assert result.ok and result.child == space.validate(DARTS_V1)
+    # A genotype is ~350 characters (~170 tokens): 200 tokens would cut it off with a rationale.
+    assert model.scripted_backend("designer").call_kwargs[0]["max_tokens"] >= 200 + len(DARTS_V2) // 2
