@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from graphs.config import SearchConfig
+from graphs.train_best import TrainBestError
 from graphs.runner import (
     RunStorageError,
     UsageError,
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--truth-metric", help="ground-truth column (default: the dataset's test accuracy)")
     add("--no-llm-cache", dest="llm_cache", action="store_false", help="do not cache LLM replies")
     add("--llm-timeout", dest="llm_timeout_s", type=float, help="seconds per LLM call (default 300)")
+    add("--train-best", type=int, metavar="EPOCHS",
+        help="after the search, train the best architecture for EPOCHS epochs (needs --data)")
+    add("--data", dest="train_data", metavar="DIR",
+        help="folder holding cifar-10-batches-py or cifar-100-python, for --train-best")
     add("--output", type=Path, help="run directory (default runs/<time>-<space>-<proxy>)")
     add("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped or killed run")
     add("--plain", action="store_true", help="one line per event, no live display (logs, CI)")
@@ -101,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Flags that may change when resuming; everything else comes from the saved config.
-RESUMABLE = {"iterations", "wall_clock_s", "workers", "llm_timeout_s", "eval_timeout_s"}
+RESUMABLE = {"iterations", "wall_clock_s", "workers", "llm_timeout_s", "eval_timeout_s",
+             "train_best", "train_data"}
 
 
 def explicit_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -151,7 +157,8 @@ def _listing(args: argparse.Namespace) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run the search and return the exit code.
 
-    0: done; 1: the run directory stopped taking writes (``--resume`` continues); 2: usage
+    0: done; 1: the run directory stopped taking writes, or ``--train-best`` failed
+    (``--resume`` continues either); 2: usage
     error; 130: interrupted (Ctrl-C, SIGTERM).
     """
     args = build_parser().parse_args(argv)
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     except TypeError as exc:  # a SearchConfig field that the saved config or env got wrong
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RunStorageError as exc:
+    except (RunStorageError, TrainBestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 130 if outcome.reason == "interrupted" else 0

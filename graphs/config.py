@@ -110,6 +110,9 @@ class SearchConfig(RunSettings):
     truth_metric: str | None = _doc("ground-truth column (default: the dataset's test accuracy)", default=None)
     llm_cache: bool = _doc("cache LLM replies in the run directory", default=True)
     llm_timeout_s: float = _doc("timeout of one LLM call", default=300.0)
+    train_best: int | None = _doc("after the search, train the best architecture this many epochs",
+                                  default=None)
+    train_data: str | None = _doc("folder with the CIFAR python batches, for train_best", default=None)
 
     @classmethod
     def from_sources(cls, explicit: dict[str, Any], env: dict[str, str] | None = None) -> "SearchConfig":
@@ -122,5 +125,7 @@ class SearchConfig(RunSettings):
         return cls(**values)
 
     def save(self, path: Path) -> None:
-        """Write the config as JSON."""
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the config as JSON, atomically: a resume rewrites it, and a kill must not cut it."""
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(temporary, path)

@@ -239,6 +239,10 @@ def render_summary(summary: dict) -> str:
     calls = f"{fmt_count(s['llm_calls'])} calls, " if s.get("llm_calls") is not None else ""
     lines.append(f"LLM: {calls}{fmt_count(s.get('tokens', 0))} tokens, "
                  f"{fmt_cost(s.get('cost_usd'))}; wall time {fmt_duration(s.get('wall_seconds'))}")
+    trained = s.get("trained")
+    if trained:
+        lines.append(f"trained {trained.get('epochs')} epochs on {trained.get('dataset')}: test "
+                     f"accuracy {_percent(trained.get('test_accuracy'))}")
     if s.get("run_dir"):
         lines.append(f"run dir: {s['run_dir']} (report.md, summary.json, events.jsonl)")
     if s.get("stop_reason") == "interrupted":
@@ -274,7 +278,16 @@ def _md_best(summary: dict, config: dict) -> list[str]:
                    f"**{fmt_score(best['ground_truth'])}**")
     if best.get("params") is not None or best.get("flops") is not None:
         out.append(f"- params {fmt_size(best.get('params'))}, FLOPs {fmt_size(best.get('flops'))}")
+    trained = summary.get("trained")
+    if trained:
+        out.append(f"- trained ({trained.get('epochs')} epochs, {trained.get('dataset')}): test "
+                   f"accuracy **{_percent(trained.get('test_accuracy'))}**, params "
+                   f"{fmt_size(trained.get('params'))} (`{trained.get('output')}/metrics.json`)")
     return [*out, ""]
+
+
+def _percent(value: Any) -> str:
+    return f"{value:.2f}%" if isinstance(value, (int, float)) else "n/a"
 
 
 def _md_progress(rows: list[dict]) -> list[str]:

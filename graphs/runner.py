@@ -178,6 +178,11 @@ def validate_config(config: SearchConfig) -> None:
         raise UsageError(f"the {config.space} space takes whole architectures: use --output-form whole")
     if config.truth and config.space != "nb201":
         raise UsageError("--truth holds NAS-Bench-201 accuracies; it only applies to --space nb201")
+    from graphs.train_best import check_train_request
+
+    problem = check_train_request(config)  # before the search: not after an hour of it
+    if problem:
+        raise UsageError(problem)
     from agents.models import ModelSpecError, parse_spec
 
     for spec in dict.fromkeys((config.designer_model, config.reflector_model)):
@@ -430,8 +435,9 @@ def _run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode
     truth = load_run_truth(config)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            config.save(run_dir / CONFIG_FILE)
+        # On resume too: the flags a resume may change (a raised --iterations, --train-best)
+        # must hold for the next resume as well.
+        config.save(run_dir / CONFIG_FILE)
     except OSError as exc:
         raise UsageError(f"cannot write the run directory {run_dir}: {exc.strerror}") from exc
     space, proxy = get_space(config.space), get_proxy(config.proxy)
@@ -510,7 +516,34 @@ def _run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode
         trace.close()
         write_reports(run_dir, summary, iter_events(run_dir / "events.jsonl"), state["population"])
         trace.print_line(render_summary(summary))
+    if config.train_best and reason != "interrupted":
+        reason = _train_best_into(config, run_dir, summary, state["population"], trace_mode)
     return RunOutcome(run_dir, summary, reason)
+
+
+def _train_best_into(config: SearchConfig, run_dir: Path, summary: dict, population: list[dict],
+                     trace_mode: str) -> str:
+    """Train the best architecture, add the result to the reports; return the stop reason."""
+    from graphs.events import iter_events
+    from graphs.report import write_reports
+    from graphs.train_best import train_best
+
+    if trace_mode != "quiet":
+        print(f"training the best architecture for {config.train_best} epochs on "
+              f"{config.dataset} (python -m tools.train)", flush=True)
+    try:
+        summary["trained"] = train_best(config, run_dir, summary["best"]["arch"],
+                                        plain=trace_mode == "plain", quiet=trace_mode == "quiet")
+    except KeyboardInterrupt:
+        print(f"training interrupted; continue it with: python -m graphs.search --resume {run_dir}",
+              flush=True)
+        return "interrupted"
+    write_reports(run_dir, summary, iter_events(run_dir / "events.jsonl"), population)
+    if trace_mode != "quiet":
+        trained = summary["trained"]
+        print(f"trained: test accuracy {trained['test_accuracy']:.2f}% after {trained['epochs']} "
+              f"epochs ({trained['output']}/metrics.json)", flush=True)
+    return summary["stop_reason"]
 
 
 def _previous_summary(run_dir: Path) -> dict:
