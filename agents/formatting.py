@@ -17,8 +17,11 @@ if TYPE_CHECKING:
     from tools.proxies import ProxySpec
     from tools.spaces import SearchSpace
 
-#: Architectures longer than this are abbreviated in history lines (torch-code sources).
+#: Programs (torch-code sources) longer than this are abbreviated in history lines.
 SHORT_ARCH_CHARS = 240
+#: One-line architecture strings are shown whole up to this length: a DARTS genotype is ~350
+#: characters, a Zen-NAS block string a few hundred, and a hash would hide what the model needs.
+SHORT_ONE_LINE_CHARS = 1200
 #: Error texts in history lines are cut to this many characters.
 SHORT_ERROR_CHARS = 160
 #: A history entry is written as its changes against the parent only when it has at most this
@@ -56,8 +59,9 @@ def shown_score(score: float | None, proxy: ProxySpec) -> float | str | None:
 
 
 def short_arch(arch: str) -> str:
-    """Abbreviate a long architecture (a whole program) to its length and a short content hash."""
-    if len(arch) <= SHORT_ARCH_CHARS:
+    """Abbreviate a long program to its length and a short content hash; one-liners stay whole."""
+    limit = SHORT_ONE_LINE_CHARS if "\n" not in arch.strip() else SHORT_ARCH_CHARS
+    if len(arch) <= limit:
         return arch
     digest = hashlib.sha256(arch.encode()).hexdigest()[:8]
     return f"<program of {len(arch.splitlines())} lines, sha256 {digest}>"

@@ -519,3 +519,21 @@ def test_whole_form_leaves_room_for_a_long_child():
     assert result.ok and result.child == space.validate(DARTS_V1)
     # A genotype is ~350 characters (~170 tokens): 200 tokens would cut it off with a rationale.
     assert model.scripted_backend("designer").call_kwargs[0]["max_tokens"] >= 200 + len(DARTS_V2) // 2
+
+
+def test_a_one_line_genotype_is_shown_whole_not_hashed():
+    from tools.spaces import get_space
+    from tools.spaces.darts import DARTS_V2
+
+    space = get_space("darts")
+    parent = space.validate(DARTS_V2)
+    edit_reply = json.dumps({"cell": "normal", "node": 0, "slot": 0, "op": "dil_conv_3x3",
+                             "input": 0, "rationale": "wider receptive field"})
+    child = space.apply_edit(parent, space.edit_schema.model_validate(json.loads(edit_reply)))
+    model = scripted_model([edit_reply], max_retries=0)
+    designer = Designer(model, space=space, dataset="cifar10", proxy=TOY_PROXY,
+                        prompt=load_prompt("designer@v3"), switches=PromptSwitches())
+    result = designer.propose(request(parent=parent), seen={space.canonical(child)},
+                              temperature=0.2, seed=1)
+    assert not result.ok and result.error_kind == "duplicate"
+    assert child in result.reason and "program of" not in result.reason
