@@ -14,6 +14,8 @@ Printed figures (``--json`` for one JSON object):
   median_seconds_warm   every later call (the fixed system part is a cached prefix)
   peak_rss_mb           peak resident memory of this process (the embedded model runs in it)
   copied_example        fraction of calls that returned the worked example's edit verbatim
+  example_edge_share    fraction of edit proposals on the example's edge (about 1/6 = 0.167
+                        when the example does not steer the choice of edge)
 
 Usage: python benchmarks/designer_quality.py --model local --calls 20 --json
 """
@@ -128,6 +130,7 @@ def run(args: argparse.Namespace) -> dict:
     example = worked_example(space, designer.output_form)
     example_output = {k: v for k, v in example[1].items() if k != "rationale"} if example else None
     copied = 0
+    edges: Counter[str] = Counter()
     seen = {space.canonical(p) for p in parents}
     history: list[dict] = []
     first_ok = final_ok = valid_children = distinct = 0
@@ -172,6 +175,8 @@ def run(args: argparse.Namespace) -> dict:
                 )
             proposal = result.edit if result.edit is not None else {"arch": result.child}
             copied += proposal == example_output
+            if result.edit is not None:
+                edges[result.edit.get("edge")] += 1
             no_op = is_no_op(result, parent)
             if no_op or (result.child is not None and result.error_kind in (None, "duplicate")):
                 valid_children += 1
@@ -203,6 +208,9 @@ def run(args: argparse.Namespace) -> dict:
         "model_calls": len(seconds),
         "outcomes": dict(kinds),
         "copied_example": round(copied / len(seconds), 3),
+        "example_edge_share": round(edges[example_output.get("edge")] / sum(edges.values()), 3)
+        if edges and example_output and "edge" in example_output else None,
+        "edges": dict(edges.most_common()),
         "mean_input_tokens": round(statistics.mean(tokens_in), 1) if tokens_in else None,
         "mean_output_tokens": round(statistics.mean(tokens_out), 1) if tokens_out else None,
         "system_prompt_chars": len(system),
