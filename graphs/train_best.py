@@ -3,14 +3,16 @@
 Training runs as ``python -m tools.train`` in a child process rather than in the search process:
 a torch-code candidate is LLM-written code, and the trainer confines the process that builds it
 (Landlock: writes only in the training folder), which must not be the process that still has to
-write the run's reports. The child shares the terminal, so Ctrl-C stops both, and the trainer's
-checkpoint of the last finished epoch is resumed by ``--resume RUN_DIR``.
+write the run's reports. The child writes to the same terminal; Ctrl-C and SIGTERM reach it
+through this process, and the trainer's checkpoint of the last finished epoch is resumed by
+``--resume RUN_DIR``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import subprocess
 import sys
 from contextlib import nullcontext
@@ -49,6 +51,28 @@ def check_train_request(config: SearchConfig) -> str | None:
     return None
 
 
+def _run_forwarding_signals(command: list[str], sink: Any, quiet: bool) -> int:
+    """Run the trainer; pass Ctrl-C and SIGTERM on to it, once, and wait for it to stop.
+
+    The child gets its own session, so a terminal's Ctrl-C reaches only this process, which
+    forwards it: the trainer sees exactly one signal and ends its epoch bookkeeping cleanly,
+    and a SIGTERM to the search never leaves an orphaned trainer writing into the run.
+    """
+    child = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT if quiet else None,
+                             start_new_session=True)
+
+    def forward(signum: int, _frame: Any) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def training_dir(run_dir: Path, arch: str, epochs: int) -> Path:
     """One folder per (architecture, epochs): a resumed search that finds a new best trains it."""
     digest = hashlib.sha256(arch.encode()).hexdigest()[:10]
@@ -80,7 +104,7 @@ def train_best(config: SearchConfig, run_dir: Path, arch: str, *, plain: bool,
             command.append("--plain")
         log = output.with_suffix(".log")
         with open(log, "ab") if quiet else nullcontext() as sink:
-            code = subprocess.call(command, stdout=sink, stderr=subprocess.STDOUT if quiet else None)
+            code = _run_forwarding_signals(command, sink, quiet)
         if code == 130:
             raise KeyboardInterrupt
         if code != 0 or not metrics_path.is_file():

@@ -87,3 +87,34 @@ def test_a_failed_training_exits_1_and_says_how_to_retry(tmp_path, capsys, model
     assert code == 1 and f"--resume {run_dir}" in err and "Traceback" not in err
     log = next(run_dir.glob("train-*.log"))
     assert "data_batch_1" in log.read_text()  # the trainer's own message says which file
+
+
+@pytest.mark.slow  # a fake-model search, then training stopped by SIGTERM after its first epoch
+def test_sigterm_during_training_stops_the_trainer_and_keeps_its_checkpoint(tmp_path, model):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "data"
+    write_tiny_cifar(data, "cifar10", train_per_class=2, test_per_class=1, seed=1)
+    run_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "graphs.search", *search_args(model, run_dir, "--train-best",
+                                                                "500", "--data", str(data))]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    checkpoints: list[Path] = []
+    while not checkpoints:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "no training checkpoint appeared"
+        time.sleep(0.2)
+        checkpoints = list(run_dir.glob("train-500ep-*/checkpoint.pt"))
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert f"--resume {run_dir}" in output and "Traceback" not in output
+    folder = checkpoints[0].parent
+    trainers = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, text=True)
+    assert trainers.stdout.strip() == ""  # no orphaned trainer still writing into the run
+    assert not (folder / "metrics.json").exists()
+    assert "interrupted" in (folder.with_suffix(".log")).read_text()
