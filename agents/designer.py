@@ -240,11 +240,37 @@ class Designer:
                 for h in recent
                 if h.get("arch") != request.parent_arch  # the parent is already shown above
             ),
+            # designer@v4: the best is marked in the recent list instead of written out twice
+            **self._best_and_recent(request, recent if show_history else []),
             "feedback": "\n".join(
                 f"{i}. {one_line(text)}" for i, text in enumerate(request.feedback, start=1)
             ),
         }
         return self.prompt.render_messages(**values)
+
+    def _best_and_recent(self, request: DesignRequest, recent: list[dict]) -> dict[str, str]:
+        """``best_line`` and ``recent_marked`` (designer@v4): the best written once.
+
+        When the best so far is one of the recent candidates shown, its line says so and the
+        separate best line is left out (an NB201 string costs a small model ~50 prompt tokens,
+        read on every call); otherwise the best gets its own line, as in v3.
+        """
+        shown = [h for h in recent if h.get("arch") != request.parent_arch]
+        best = request.best if request.best and request.best.get("arch") else None
+        marked = best is not None and best["arch"] != request.parent_arch and any(
+            h.get("arch") == best["arch"] for h in shown)
+        lines = []
+        for h in shown:
+            line = change_line(h, request.parent_arch, self.space, self.proxy)
+            if marked and h.get("arch") == best["arch"]:
+                line += " (best so far)"
+                marked = False  # once, if the history repeats it
+            lines.append(line)
+        best_line = ""
+        if best is not None and not any(line.endswith(" (best so far)") for line in lines):
+            best_line = (relative_arch(best["arch"], request.parent_arch, self.space)
+                         + f" (score {shown_score(best.get('score'), self.proxy)})")
+        return {"best_line": best_line, "recent_marked": "\n".join(lines)}
 
     def _reply_limit(self, parent: str) -> int:
         """``max_tokens`` for an edit; in the whole form, room for the child written out in full.

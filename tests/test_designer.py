@@ -537,3 +537,21 @@ def test_a_one_line_genotype_is_shown_whole_not_hashed():
                               temperature=0.2, seed=1)
     assert not result.ok and result.error_kind == "duplicate"
     assert child in result.reason and "program of" not in result.reason
+
+
+@pytest.mark.parametrize("best_in_recent", [True, False])
+def test_v4_writes_the_best_once(best_in_recent):
+    history = [{"arch": "skip-skip-skip", "score": 10.0}, {"arch": "pool-pool-pool", "score": 99.0},
+               {"arch": "conv-skip-pool", "score": 50.0}]
+    best = history[1] if best_in_recent else {"arch": "conv-conv-conv", "score": 500.0}
+    model = scripted_model([edit(1, "conv")], max_retries=0)
+    designer = Designer(model, space=ToySpace(), dataset="cifar10", proxy=TOY_PROXY,
+                        prompt=load_prompt("designer@v4"), switches=PromptSwitches())
+    user = designer.messages(request(history=history, best=best))[1]["content"]
+    assert user.count(best["arch"]) == 1
+    if best_in_recent:
+        assert "Best so far" not in user
+        assert "pool-pool-pool" in user.split("(best so far)")[0].splitlines()[-1]
+    else:
+        assert "Best so far: " in user and "(best so far)" not in user
+    assert "Example" not in designer.messages(request())[0]["content"]  # v4 has no worked example
