@@ -18,8 +18,13 @@ from pydantic import BaseModel, ConfigDict
 from agents.formatting import as_json
 from tools.spaces import SearchSpace
 
-#: Edit schemas with more combinations than this are not enumerated (no blocked-edit list).
-MAX_ENUMERATED_EDITS = 512
+#: Edit schemas with more combinations than this are not enumerated (no restriction, no list).
+#: DARTS has 768; enumerating them and checking every child takes ~0.2 s per call, and a
+#: restricted schema of ~120 alternatives cost llama.cpp no measurable time per token.
+MAX_ENUMERATED_EDITS = 1024
+#: A blocked-edit list longer than this many lines is left out of the prompt: it would cost
+#: more prompt tokens than it saves retries.
+MAX_BLOCKED_LINES = 40
 
 #: Hand-written examples: a made-up, deliberately mediocre parent (never one of the best cells),
 #: the edit and a rationale. The child is computed by the space, so an example cannot drift.
@@ -140,7 +145,8 @@ def blocked_edits(space: SearchSpace, parent: str, seen: AbstractSet[str] = froz
     Only enumerable (all-``Literal``) edit schemas get this list; other spaces get ``""``.
     """
     split = partition_edits(space, parent, seen)
-    return _group_edits(space, split[1]) if split else ""
+    listing = _group_edits(space, split[1]) if split else ""
+    return listing if listing.count("\n") < MAX_BLOCKED_LINES else ""
 
 
 def restricted_schema(

@@ -555,3 +555,24 @@ def test_v4_writes_the_best_once(best_in_recent):
     else:
         assert "Best so far: " in user and "(best so far)" not in user
     assert "Example" not in designer.messages(request())[0]["content"]  # v4 has no worked example
+
+
+def test_darts_calls_get_a_schema_that_excludes_rejected_edits():
+    from tools.spaces import get_space
+    from tools.spaces.darts import DARTS_V2
+
+    space = get_space("darts")
+    parent = space.validate(DARTS_V2)  # normal node 3 reads ('skip_connect', 0), ('dil_conv_3x3', 2)
+    tried = {"cell": "normal", "node": 3, "slot": 0, "op": "sep_conv_3x3", "input": 0}
+    child = space.apply_edit(parent, space.edit_schema.model_validate(tried))
+    designer = Designer(scripted_model([]), space=space, dataset="cifar10", proxy=TOY_PROXY,
+                        prompt=load_prompt("designer@v4"), switches=PromptSwitches())
+    schema = designer._call_schema(parent, {space.canonical(child)}).model_json_schema()
+    options = {(o["properties"]["cell"]["const"], o["properties"]["node"]["const"],
+                o["properties"]["slot"]["const"], o["properties"]["op"]["const"]):
+               o["properties"]["input"]["enum"] for o in schema["anyOf"]}
+    # Input 0 was evaluated, 2 is the other slot's, 5 is node 3 itself: 1, 3, 4 remain.
+    assert sorted(options[("normal", 3, 0, "sep_conv_3x3")]) == [1, 3, 4]
+    # The parent's own choice (skip_connect from 0) is no change, so it is not offered either.
+    assert 0 not in options[("normal", 3, 0, "skip_connect")]
+    assert all(set(inputs) <= {0, 1} for (_c, node, _s, _o), inputs in options.items() if node == 0)
