@@ -460,7 +460,9 @@ def _run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode
             deadline=started + config.wall_clock_s if config.wall_clock_s else None,
             seen=frozenset((snapshot.values or {}).get("evaluated", {})),  # for a resumed branch
         )
-        if not snapshot.values:
+        if not snapshot.values or ("population" not in snapshot.values and not snapshot.next):
+            # Nothing saved, or a state from before the first population with nothing pending
+            # (seen once after a SIGKILL during start-up): start over; the caches make it free.
             graph_input: Any = new_search_state()
         elif snapshot.next:
             graph_input = None  # continue the interrupted step
