@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from graphs.events import read_events
-from graphs.report import _write_atomic
+from tools.files import write_atomic
 
 COLUMNS = ("cell", "configuration", "method", "prompts", "switches", "designer_model", "proxy",
            "seed", "best_arch", "best_score", "ground_truth", "evaluations", "iterations",
@@ -198,8 +198,8 @@ def write_results(output: Path, grid, results: list[tuple[Any, dict]],
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(paths["csv"], buf.getvalue().encode())
-    _write_atomic(paths["markdown"], render_results(rows, grid, truth).encode())
+    write_atomic(paths["csv"], buf.getvalue().encode())
+    write_atomic(paths["markdown"], render_results(rows, grid, truth).encode())
     curves: dict[str, list[list[float | None]]] = {}
     for cell, _ in results:
         curves.setdefault(cell.configuration, []).append(
@@ -209,5 +209,5 @@ def write_results(output: Path, grid, results: list[tuple[Any, dict]],
               else f"best {'/'.join(proxies)} score so far (log10 where log-scale)")
     title = f"best so far versus evaluations, mean over seeds ({grid.space} / {grid.dataset})"
     png = plot_curves({k: mean_curve(v) for k, v in curves.items()}, ylabel, title)
-    _write_atomic(paths["plot"], png)
+    write_atomic(paths["plot"], png)
     return paths

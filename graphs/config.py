@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tools.files import write_atomic
+
 #: Environment variables that may fill a field the user did not pass.
 ENV_VARS = {
     "designer_model": "RZNAS_DESIGNER_MODEL",
@@ -126,6 +128,4 @@ class SearchConfig(RunSettings):
 
     def save(self, path: Path) -> None:
         """Write the config as JSON, atomically: a resume rewrites it, and a kill must not cut it."""
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(temporary, path)
+        write_atomic(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())

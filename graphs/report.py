@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -25,6 +24,7 @@ from graphs.events import (
     is_fake_model,
     redact,
 )
+from tools.files import write_atomic
 
 #: Keys of summary.json in this order first; any other key follows in the order given.
 SUMMARY_ORDER = (
@@ -60,10 +60,10 @@ def write_reports(run_dir: Path, summary: dict, events: Iterable[dict],
     paths = {key: run_dir / name for key, name in names.items()}
     events = report_events(events)
     rows = progress_rows(summary, events)
-    _write_atomic(paths["summary"], _json_bytes(ordered))
-    _write_atomic(paths["population"], _json_bytes(population))
-    _write_atomic(paths["progress"], plot_progress(rows, events, summary))
-    _write_atomic(paths["report"], render_markdown(summary, events, population, rows).encode())
+    write_atomic(paths["summary"], _json_bytes(ordered))
+    write_atomic(paths["population"], _json_bytes(population))
+    write_atomic(paths["progress"], plot_progress(rows, events, summary))
+    write_atomic(paths["report"], render_markdown(summary, events, population, rows).encode())
     return paths
 
 
@@ -353,16 +353,6 @@ def _cell(text: Any) -> str:
 
 def _code(text: Any) -> str:
     return _cell(f"`{text}`")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` in one step, so a kill mid-write never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _json_bytes(value: Any) -> bytes:

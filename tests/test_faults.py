@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-import graphs.report
 import graphs.trace
+import tools.files
 from agents.llm_cache import LLMCache
 from graphs.cli import main
 from tests.openai_stub import DROP, RawBody, StubServer, completion, error_body, search_answer
@@ -273,13 +273,13 @@ def storage_chain(tmp_path_factory):
                 elif name == "event_log_disk_full":
                     _event_log_full(patch, struck)
                 elif name == "summary_disk_full":
-                    patch.setattr(graphs.report, "open", _full_disk_for(".summary.json.tmp"),
+                    patch.setattr(tools.files, "open", _full_disk_for(".summary.json.tmp"),
                                   raising=False)
                 elif name == "report_read_only":
-                    patch.setattr(graphs.report, "open", _read_only_for(".report.md.tmp"),
+                    patch.setattr(tools.files, "open", _read_only_for(".report.md.tmp"),
                                   raising=False)
                 elif name == "plot_disk_full":
-                    patch.setattr(graphs.report, "open", _full_disk_for(".progress.png.tmp"),
+                    patch.setattr(tools.files, "open", _full_disk_for(".progress.png.tmp"),
                                   raising=False)
                 argv = (search_argv(server.url, run_dir) if not sessions
                         else ["--resume", str(run_dir), "--plain"])

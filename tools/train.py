@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from tools.cifar import Augmenter, CifarData, DataError, get_layout, load_cifar
+from tools.files import write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = "checkpoint.pt"
@@ -592,8 +593,8 @@ def _fit(run: _Run, state: dict | None, say: _Printer,
         say(f"nothing to train: the checkpoint already holds all {recipe.epochs} epochs")
     metrics = _metrics(run, history, wall_time, amp)
     try:
-        _write_atomic(run.output / METRICS, (json.dumps(metrics, indent=2) + "\n").encode())
-        _write_atomic(run.output / CURVE, plot_learning_curve(history, _title(run)))
+        write_atomic(run.output / METRICS, (json.dumps(metrics, indent=2) + "\n").encode())
+        write_atomic(run.output / CURVE, plot_learning_curve(history, _title(run)))
     except OSError as exc:
         raise TrainingFailed(f"cannot write the results into {run.output}: {exc.strerror}; "
                              "free space and run again with --resume (training is done)") from None
@@ -774,21 +775,11 @@ def _save_checkpoint(run: _Run, model: nn.Module, optimizer: torch.optim.Optimiz
     buffer = io.BytesIO()
     torch.save(state, buffer)
     try:
-        _write_atomic(run.output / CHECKPOINT, buffer.getvalue())
+        write_atomic(run.output / CHECKPOINT, buffer.getvalue())
     except OSError as exc:
         raise TrainingFailed(f"cannot write {run.output / CHECKPOINT}: {exc.strerror}; free "
                              f"space and continue with --resume (the last checkpoint is intact)"
                              ) from None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` in one step, so a kill mid-write never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _title(run: _Run) -> str:
