@@ -34,16 +34,8 @@ from tools.spaces.darts_ops import NODES, OP_NAMES, DartsNetwork, network_params
 
 Pair = tuple[str, int]
 Cell = Literal["normal", "reduce"]
-OpName = Literal[
-    "none",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-]
+#: The edit schema's op field, from the one list the network is built from.
+OpName = Literal[OP_NAMES]  # type: ignore[valid-type]
 
 FIELDS: tuple[str, ...] = ("normal", "normal_concat", "reduce", "reduce_concat")
 #: Longest input accepted; a standard genotype is about 420 characters, pretty-printed about 700.
