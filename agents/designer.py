@@ -239,9 +239,12 @@ class Designer:
                 change_line(h, request.parent_arch, self.space, self.proxy)
                 for h in recent
                 if h.get("arch") != request.parent_arch  # the parent is already shown above
-            ),
+            )
+            if "recent_changes" in self.prompt.variables
+            else "",
             # designer@v4: the best is marked in the recent list instead of written out twice
-            **self._best_and_recent(request, recent if show_history else []),
+            **(self._best_and_recent(request, recent if show_history else [])
+               if "recent_marked" in self.prompt.variables else {}),
             "feedback": "\n".join(
                 f"{i}. {one_line(text)}" for i, text in enumerate(request.feedback, start=1)
             ),
