@@ -23,6 +23,21 @@ def write_script(path: Path, designer: list | dict, reflector: list | dict) -> s
     return f"fake:{path}"
 
 
+def repeating_script(path: Path, latency_s: float) -> str:
+    """A fake model that answers every Designer and Reflector call the same, after ``latency_s``.
+
+    The Designer always asks for the same edit, so later steps meet already-evaluated children
+    and exercise retries and fallbacks; the latency leaves time to stop a run mid-call.
+    """
+    designer = {"sleep": latency_s, "text": json.dumps(
+        {"edge": "3<-0", "op": "nor_conv_3x3", "rationale": "a 3x3 conv on the long edge"})}
+    reflector = {"sleep": latency_s, "text": json.dumps(
+        {"what_changed": "one edge", "why": "more weights raise the count",
+         "suggestion": "widen another edge"})}
+    return write_script(path, {"replies": [designer], "repeat": True},
+                        {"replies": [reflector], "repeat": True})
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

@@ -24,7 +24,6 @@ checkpoints of an earlier kill back before one resume, as a power cut can with S
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -47,19 +46,13 @@ from tests.search_helpers import (
     sqlite_rows,
     wait_for_event,
     wait_until_gone,
-    write_script,
+    repeating_script,
 )
 
 #: Seconds per fake LLM call: long enough that a kill lands while the call is in flight.
 LATENCY_S = 0.4
 ITERATIONS = 6
 CHECKPOINT_FILES = ("checkpoints.sqlite", "checkpoints.sqlite-wal", "checkpoints.sqlite-shm")
-
-DESIGNER_REPLY = {"sleep": LATENCY_S, "text": json.dumps(
-    {"edge": "3<-0", "op": "nor_conv_3x3", "rationale": "a 3x3 conv on the long edge"})}
-REFLECTOR_REPLY = {"sleep": LATENCY_S, "text": json.dumps(
-    {"what_changed": "one edge", "why": "more weights raise the count",
-     "suggestion": "widen another edge"})}
 
 
 @dataclass(frozen=True)
@@ -130,9 +123,7 @@ def _restore_checkpoints(run_dir: Path, saved: Path) -> None:
 def test_repeated_sigkill_and_resume_ends_like_an_unbroken_run(
     tmp_path: Path, start: Callable[[list[str], Path], subprocess.Popen]
 ) -> None:
-    model = write_script(tmp_path / "script.json",
-                         {"replies": [DESIGNER_REPLY], "repeat": True},
-                         {"replies": [REFLECTOR_REPLY], "repeat": True})
+    model = repeating_script(tmp_path / "script.json", LATENCY_S)
     log = tmp_path / "search.log"
 
     # The reference run goes alongside the killed one: most of the time is process start-up.

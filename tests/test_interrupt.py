@@ -40,7 +40,7 @@ from tests.search_helpers import (
     search_argv,
     wait_for_event,
     wait_until_gone,
-    write_script,
+    repeating_script,
 )
 
 #: Seconds per fake LLM call: a signal sent just after a call starts lands while it is in flight.
@@ -51,12 +51,6 @@ STOPPING_LINE = "stopping after the current step; press Ctrl-C again to stop now
 #: Generous bounds for a loaded 2-core machine; the search is much quicker when alone.
 WIND_DOWN_S = 60.0
 AT_ONCE_S = 10.0
-
-DESIGNER_REPLY = {"sleep": LATENCY_S, "text": json.dumps(
-    {"edge": "3<-0", "op": "nor_conv_3x3", "rationale": "a 3x3 conv on the long edge"})}
-REFLECTOR_REPLY = {"sleep": LATENCY_S, "text": json.dumps(
-    {"what_changed": "one edge", "why": "more weights raise the count",
-     "suggestion": "widen another edge"})}
 
 
 @dataclass(frozen=True)
@@ -179,9 +173,7 @@ def test_signal_mid_step_then_resume_ends_like_an_unbroken_run(
     scenario: str, tmp_path: Path, start: Callable[[list[str], Path], subprocess.Popen]
 ) -> None:
     concurrency, stops = SCENARIOS[scenario]
-    model = write_script(tmp_path / "script.json",
-                         {"replies": [DESIGNER_REPLY], "repeat": True},
-                         {"replies": [REFLECTOR_REPLY], "repeat": True})
+    model = repeating_script(tmp_path / "script.json", LATENCY_S)
     # The reference run goes alongside the interrupted one: most of the time is process start-up.
     unbroken_dir = tmp_path / "unbroken"
     unbroken = start(search_argv(model, unbroken_dir, ITERATIONS, concurrency), tmp_path / "unbroken.log")
