@@ -23,6 +23,7 @@ from agents.edits import blocked_edits, partition_edits, restricted_schema, work
 from agents.formatting import (
     as_json,
     change_line,
+    front_lines,
     history_line,
     one_line,
     proxy_source,
@@ -66,6 +67,8 @@ class PromptSwitches:
             constrained decoder (llama.cpp, vLLM) cannot propose a no-op, rule-breaking or
             repeated edit. ``None`` (auto) turns it on except for ``openai:`` models, whose
             structured outputs do not promise to accept a root ``anyOf``.
+        pareto: show the Pareto front (score versus params and FLOPs) in templates that take it
+            (designer@v5 and later); off renders them as the version before.
     """
 
     text_description: bool = True
@@ -76,6 +79,7 @@ class PromptSwitches:
     output_form: str = "edit"
     lessons: int = 3
     restrict_edits: bool | None = None
+    pareto: bool = False
 
     def __post_init__(self) -> None:
         if self.output_form not in OUTPUT_FORMS:
@@ -96,6 +100,8 @@ class DesignRequest:
     history: list[dict] = field(default_factory=list)  # {"arch", "score", "error"}, newest last
     best: dict | None = None  # {"arch", "score"}
     feedback: list[str] = field(default_factory=list)  # why earlier attempts in this step failed
+    pareto: list[dict] = field(default_factory=list)  # graphs.pareto points, by params ascending
+    human_hint: str | None = None  # typed by a human at the last pause (--interactive)
 
 
 @dataclass
@@ -245,9 +251,16 @@ class Designer:
             # designer@v4: the best is marked in the recent list instead of written out twice
             **(self._best_and_recent(request, recent if show_history else [])
                if "recent_marked" in self.prompt.variables else {}),
+            "human_hint": one_line(request.human_hint or "")
+            if "human_hint" in self.prompt.variables
+            else "",
             "feedback": "\n".join(
                 f"{i}. {one_line(text)}" for i, text in enumerate(request.feedback, start=1)
             ),
+            # designer@v5: the front, only when switched on (else the prompt renders as v4)
+            "pareto": front_lines(request.pareto, self.proxy)
+            if s.pareto and "pareto" in self.prompt.variables and request.pareto
+            else "",
         }
         return self.prompt.render_messages(**values)
 

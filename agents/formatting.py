@@ -11,6 +11,7 @@ import hashlib
 import inspect
 import json
 import math
+from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -133,3 +134,37 @@ __all__ = [
     "short_arch",
     "shown_score",
 ]
+
+
+def spread(front: list[dict], limit: int) -> list[dict]:
+    """Return at most ``limit`` points evenly spaced along ``front``, both ends always included."""
+    if limit < 2:
+        raise ValueError(f"limit must be at least 2 (the two ends of the front), got {limit}")
+    if len(front) <= limit:
+        return list(front)
+    last = len(front) - 1
+    # Rounded even steps from 0 to last: distinct indices because len(front) > limit.
+    return [front[round(i * last / (limit - 1))] for i in range(limit)]
+
+
+def front_lines(front: list[dict], proxy_spec: ProxySpec, limit: int = 6) -> str:
+    """Return the front for the Designer prompt: one JSON line per point, at most ``limit``.
+
+    Scores are shown as elsewhere in the prompt (log10 for log-scale proxies), architectures
+    abbreviated like history lines; the points are spread along the front from the smallest
+    network to the largest.
+    """
+    return "\n".join(
+        as_json({"arch": short_arch(str(p.get("arch", ""))),
+                 "score": shown_score(p.get("score"), proxy_spec),
+                 "params": _count(p.get("params")), "flops": _count(p.get("flops"))})
+        for p in spread(front, limit)
+    )
+
+
+def _count(value: Any) -> Any:
+    """Write a whole number as an int (``1045946``, not ``1045946.0``: fewer tokens), and numpy
+    numbers as plain ones, which JSON can write."""
+    if isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value):
+        return int(value) if float(value).is_integer() else float(value)
+    return value

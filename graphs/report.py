@@ -1,8 +1,9 @@
 """Run reports, built only from the event stream and the final summary dict.
 
-``write_reports`` writes ``summary.json``, ``population.json``, ``progress.png`` and ``report.md``
-into the run directory; ``render_summary`` is the short text the CLI prints at the end. Both
-redact credentials and format numbers as the terminal trace does (:mod:`graphs.events`).
+``write_reports`` writes ``summary.json``, ``population.json``, ``progress.png``, ``report.md``
+(and ``pareto.png`` when the summary holds a Pareto front) into the run directory;
+``render_summary`` is the short text the CLI prints at the end. Both redact credentials and
+format numbers as the terminal trace does (:mod:`graphs.events`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from graphs.calibration import describe
 from graphs.events import (
     fmt_cost,
     fmt_count,
@@ -24,6 +26,7 @@ from graphs.events import (
     is_fake_model,
     redact,
 )
+from graphs.pareto import spread
 from tools.files import write_atomic
 
 #: Keys of summary.json in this order first; any other key follows in the order given.
@@ -34,11 +37,17 @@ SUMMARY_ORDER = (
 )
 #: Rows of the population table in report.md.
 TOP_ROWS = 10
+#: Rows of the Pareto-front table in report.md (spread along the front when it is longer).
+PARETO_ROWS = 20
 
 
 def write_reports(run_dir: Path, summary: dict, events: Iterable[dict],
                   population: list[dict]) -> dict[str, Path]:
     """Write summary.json, population.json, progress.png and report.md into ``run_dir``.
+
+    With ``summary["pareto"]`` (a list of :mod:`graphs.pareto` points) ``pareto.png`` is written
+    too and report.md gets a Pareto section; with ``summary["calibration"]`` (a
+    :func:`graphs.calibration.calibration` dict) report.md gets a proxy-calibration line.
 
     Args:
         run_dir: the run directory (created if missing).
@@ -48,7 +57,8 @@ def write_reports(run_dir: Path, summary: dict, events: Iterable[dict],
         population: the final population, best first.
 
     Returns:
-        The written paths by name: ``summary``, ``population``, ``progress``, ``report``.
+        The written paths by name: ``summary``, ``population``, ``progress``, ``report``, and
+        ``pareto`` when there is a front.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -63,6 +73,9 @@ def write_reports(run_dir: Path, summary: dict, events: Iterable[dict],
     write_atomic(paths["summary"], _json_bytes(ordered))
     write_atomic(paths["population"], _json_bytes(population))
     write_atomic(paths["progress"], plot_progress(rows, events, summary))
+    if summary.get("pareto"):
+        paths["pareto"] = run_dir / "pareto.png"
+        write_atomic(paths["pareto"], plot_pareto(summary["pareto"], events, summary))
     write_atomic(paths["report"], render_markdown(summary, events, population, rows).encode())
     return paths
 
@@ -83,7 +96,8 @@ def report_events(events: Iterable[dict]) -> list[dict]:
             kept.append({k: e.get(k) for k in
                          ("event", "iteration", "best", "mean_score", "best_ground_truth")})
         elif kind == "evaluation":
-            slim = {k: e.get(k) for k in ("event", "phase", "iteration", "ok", "score")}
+            slim = {k: e.get(k) for k in
+                    ("event", "phase", "iteration", "ok", "score", "params", "flops")}
             if e.get("ground_truth") is not None:
                 slim.update(arch=e.get("arch"), ground_truth=e["ground_truth"])
             if not e.get("ok"):
@@ -173,6 +187,67 @@ def plot_progress(rows: list[dict], events: list[dict], summary: dict) -> bytes:
     return buf.getvalue()
 
 
+def plot_pareto(front: list[dict], events: list[dict], summary: dict) -> bytes:
+    """Return a PNG: proxy score versus params, every evaluated candidate in grey, the front
+    highlighted, connected and coloured by FLOPs; log params, and log score for log-scale proxies.
+    """
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    def point(p: dict) -> tuple[float, float, float] | None:
+        values = (p.get("params"), p.get("score"), p.get("flops"))
+        usable = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                     for v in values)
+        return tuple(float(v) for v in values) if usable else None  # type: ignore[return-value]
+
+    shown = sorted(filter(None, map(point, front)))
+    others = [xy for xy in (point(e) for e in events
+                            if e.get("event") == "evaluation" and e.get("ok")) if xy]
+    proxy = summary.get("proxy") or "proxy"
+    fig = Figure(figsize=(7.5, 4.6), dpi=110)
+    ax = fig.add_subplot()
+    if others:
+        ax.scatter([p[0] for p in others], [p[1] for p in others], s=10, color="0.8",
+                   label="evaluated", zorder=1)
+    if shown:
+        params, scores, flops = zip(*shown)
+        ax.plot(params, scores, "-", color="tab:red", lw=1, alpha=0.6, zorder=2)
+        norm = LogNorm() if min(flops) > 0 and max(flops) > min(flops) else None
+        dots = ax.scatter(params, scores, c=flops, norm=norm, cmap="viridis", s=36,
+                          edgecolors="tab:red", zorder=3, label="Pareto front")
+        fig.colorbar(dots, ax=ax, label="FLOPs")
+    else:
+        ax.text(0.5, 0.5, "no usable front points", ha="center", va="center",
+                transform=ax.transAxes)
+    everything = [*shown, *others]
+    if everything and min(p[0] for p in everything) > 0:  # a log axis cannot show 0
+        ax.set_xscale("log")
+    log_y = bool(everything) and _log_scale(proxy) and min(p[1] for p in everything) > 0
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("params")
+    ax.set_ylabel(f"{proxy} score{' (log scale)' if log_y else ''}")
+    ax.grid(alpha=0.3, which="both")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+    title = " / ".join(str(summary[k]) for k in ("space", "dataset") if summary.get(k))
+    ax.set_title(f"Pareto front: {proxy} vs params and FLOPs{' (' + title + ')' if title else ''}",
+                 fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _log_scale(proxy: str) -> bool:
+    """Whether ``proxy`` is a log-scale proxy; False for names not registered here."""
+    from tools.proxies import get_proxy  # imports torch: only reports with a front pay for it
+
+    try:
+        return get_proxy(proxy).log_scale
+    except ValueError:
+        return False
+
+
 def render_markdown(summary: dict, events: list[dict], population: list[dict],
                     rows: list[dict]) -> str:
     """Return report.md: setting, best, progress, population, counts, models, config, resume."""
@@ -186,8 +261,12 @@ def render_markdown(summary: dict, events: list[dict], population: list[dict],
         out += [(f"> **FAKE MODEL**: {', '.join(fakes)} gave scripted replies; these results "
                  "say nothing about a real LLM."), ""]
     out += _md_best(summary, config)
+    if summary.get("calibration"):
+        out += [f"Proxy calibration: {describe(summary['calibration'])}.", ""]
     out += _md_progress(rows)
     out += _md_population(summary, config, population)
+    if summary.get("pareto"):
+        out += _md_pareto(summary, config, summary["pareto"])
     out += _md_counts(summary, events)
     prompt_rows = _prompt_rows(summary, started)
     if prompt_rows:  # baselines use no model
@@ -213,7 +292,8 @@ def render_markdown(summary: dict, events: list[dict], population: list[dict],
     out += ["", "## Resume or extend", "", note,
             "", "```", resume, extend, "```", "",
             ("Files: `events.jsonl` (every event), `messages.jsonl` (LLM transcripts), "
-             "`summary.json`, `population.json`, `progress.png`."), ""]
+             "`summary.json`, `population.json`, `progress.png`"
+             f"{', `pareto.png`' if summary.get('pareto') else ''}."), ""]
     return redact("\n".join(out))
 
 
@@ -311,6 +391,22 @@ def _md_population(summary: dict, config: dict, population: list[dict]) -> list[
     out += [f"| {i} | {_code(m.get('arch'))} | {fmt_score(m.get('score'))} | "
             f"{fmt_size(m.get('params'))} | {fmt_size(m.get('flops'))} | {m.get('born', '')} |"
             for i, m in enumerate(population[:TOP_ROWS], 1)]
+    return [*out, ""]
+
+
+def _md_pareto(summary: dict, config: dict, front: list[dict]) -> list[str]:
+    proxy = summary.get("proxy") or config.get("proxy") or "score"
+    rows = spread(front, PARETO_ROWS)
+    note = (f"{len(front)} architectures on the front of {proxy} versus params and FLOPs (none "
+            "beats another on all three)")
+    if len(rows) < len(front):
+        note += f"; {len(rows)} shown, spread from the smallest to the largest"
+    out = ["## Pareto front", "", "![pareto front](pareto.png)", "", note + ".", "",
+           f"| # | architecture | {proxy} | params | FLOPs | iteration |",
+           "|---:|---|---:|---:|---:|---:|"]
+    out += [f"| {i} | {_code(p.get('arch'))} | {fmt_score(p.get('score'))} | "
+            f"{fmt_size(p.get('params'))} | {fmt_size(p.get('flops'))} | "
+            f"{_cell(p.get('iteration', ''))} |" for i, p in enumerate(rows, 1)]
     return [*out, ""]
 
 
