@@ -8,6 +8,8 @@
 - ``local:<path.gguf>``: any GGUF file, served the same way;
 - ``fake:<script.json>``: scripted replies for tests and demos (see ``agents.fake``).
 
+``replay_model(name, cache)`` answers only from a run's LLM reply cache (a replay bundle's).
+
 The returned ``ChatModel`` (``agents.chat_model``) validates replies against a pydantic schema,
 retries transient failures, counts tokens and cost per role and raises typed ``LLMError``s.
 No API key appears in an error message, the cache key or the cache file.
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +33,7 @@ from agents.chat_model import ChatModel, LLMReply
 from agents.fake import ALL_ROLES, ScriptedChatModel, ScriptError, load_script, parse_script
 from agents.llm_cache import LLMCache
 from agents.llm_errors import KINDS, LLMError, ModelSpecError, classify_exception, redact
-from agents.pricing import load_price_overrides, price_for
+from agents.pricing import FREE, load_price_overrides, price_for
 
 __all__ = [
     "KINDS",
@@ -43,6 +47,7 @@ __all__ = [
     "load_chat_model",
     "parse_spec",
     "redact",
+    "replay_model",
     "scripted_model",
 ]
 
@@ -247,6 +252,63 @@ def _fake_model(
         price=price,
         constrained=False,
     )
+
+
+class ReplayChatModel(ChatModel):
+    """A ``ChatModel`` that only answers from the LLM cache; see ``replay_model``.
+
+    Attributes:
+        replay_misses: requests the cache could not answer (each one means the replay diverged).
+        replay_misses_by_role: the same, counted per role.
+    """
+
+    def __init__(self, name: str, cache: LLMCache) -> None:
+        super().__init__(
+            spec=f"replay:{name}",
+            name=name,
+            is_fake=name.endswith("(FAKE)"),
+            make_backend=self._no_backend,
+            cache=cache,
+            max_retries=0,
+            backoff_base=0.0,
+            price=FREE,  # a replay answers from the cache and pays nothing
+            constrained=False,
+        )
+        self.replay_misses = 0
+        self.replay_misses_by_role: Counter[str] = Counter()
+        self._miss_lock = threading.Lock()
+
+    def _miss(self, role: str) -> LLMError:
+        with self._miss_lock:
+            self.replay_misses += 1
+            self.replay_misses_by_role[role] += 1
+        return LLMError(
+            "unavailable",
+            f"{role} request to {self.name} is not in the bundle's LLM cache: the replay diverged "
+            "from the recorded run (another prompt, setting or code version asked something new)",
+            retryable=False,
+        )
+
+    def _no_backend(self, role: str) -> BaseChatModel:
+        raise LLMError("unavailable", f"{self.name} replays a recorded run: it has no backend",
+                       retryable=False)
+
+    def _request(self, role: str, *args: Any, **kwargs: Any) -> tuple[str, int, int]:
+        # Reached only when the cache had no reply: never a network call or a model load.
+        raise self._miss(role)
+
+
+def replay_model(name: str, cache: LLMCache) -> ReplayChatModel:
+    """Return a ``ChatModel`` named ``name`` that answers only from ``cache``.
+
+    ``name`` is the resolved model name the recorded run used (``summary.json["models"]``), so
+    the cache keys, which include it, match the original requests. A request the cache cannot
+    answer raises ``LLMError`` kind ``unavailable`` (not retryable) and is counted in
+    ``replay_misses``; nothing is sent anywhere and no model is loaded.
+    """
+    if cache is None:
+        raise ValueError("replay_model needs the recorded run's LLM cache")
+    return ReplayChatModel(name, cache)
 
 
 def load_chat_model(

@@ -235,9 +235,10 @@ def _load(path: Path, role: str, version: int, mtime_ns: int) -> Prompt:
     return _parse(path, role, version)
 
 
-def _files() -> dict[str, tuple[Path, str, int]]:
+def _files(directory: Path | None = None) -> dict[str, tuple[Path, str, int]]:
     found: dict[str, tuple[Path, str, int]] = {}
-    for folder in sorted(p for p in PROMPTS_DIR.iterdir() if p.is_dir()):
+    root = PROMPTS_DIR if directory is None else directory  # looked up now: tests replace it
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         for path in folder.iterdir():
             match = _FILE_RE.match(path.name)
             if match:
@@ -258,13 +259,24 @@ def list_prompts() -> list[Prompt]:
     return [_get(prompt_id, entry) for prompt_id, entry in ordered]
 
 
-def load_prompt(prompt_id: str) -> Prompt:
+def load_prompt(prompt_id: str, directory: Path | None = None) -> Prompt:
     """Load a prompt by id: ``designer@v1``, or a bare role (``designer``) for its latest version.
+
+    ``directory`` is another prompts folder of the same layout (``<directory>/<role>/vN.md``),
+    e.g. the one a replay bundle carries; its files get the same checks and sha256 as the
+    project's own. None means the project's ``prompts/``.
 
     Raises:
         PromptError: the id is malformed or names no file; the message lists the available ids.
     """
-    files = _files()
+    if directory is None:
+        files = _files()
+    else:
+        try:
+            files = _files(Path(directory))
+        except OSError as exc:
+            raise PromptError(
+                f"prompts folder {directory} cannot be read: {exc.strerror}") from None
     wanted = prompt_id.strip()
     if "@" not in wanted:
         versions = [entry for entry in files.values() if entry[1] == wanted]
@@ -274,8 +286,9 @@ def load_prompt(prompt_id: str) -> Prompt:
     elif _ID_RE.match(wanted) and wanted in files:
         return _get(wanted, files[wanted])
     available = ", ".join(sorted(files, key=lambda i: (i.split("@")[0], int(i.split("@v")[1]))))
+    where = "" if directory is None else f" in {directory}"
     raise PromptError(
-        f"unknown prompt {prompt_id!r}; use 'role@vN' or a bare role for the latest. "
+        f"unknown prompt {prompt_id!r}{where}; use 'role@vN' or a bare role for the latest. "
         f"Available: {available or '(none)'}"
     )
 

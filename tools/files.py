@@ -15,3 +15,29 @@ def write_atomic(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def copy_sqlite(source: Path, target: Path) -> None:
+    """Copy a SQLite database consistently, as one self-contained file, with SQLite's backup.
+
+    A plain file copy of a WAL database can miss the pages still in ``-wal``. The copy is built
+    beside ``target`` and renamed into place, so a kill never leaves half a database.
+
+    Raises:
+        sqlite3.Error: ``source`` is not a readable SQLite database.
+    """
+    import sqlite3
+
+    tmp = Path(target).with_name(f".{Path(target).name}.tmp")
+    tmp.unlink(missing_ok=True)
+    src = sqlite3.connect(f"{Path(source).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        dst = sqlite3.connect(tmp)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode=DELETE")  # no -wal or -shm needed next to it
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    os.replace(tmp, target)
