@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 from graphs.config import SearchConfig
 from graphs.train_best import TrainBestError
 from graphs.runner import (
+    RunExtras,
     RunStorageError,
     UsageError,
     default_run_dir,
@@ -79,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--temperatures", type=_floats, help="drawn per call (default 0.2,0.4,0.6,0.8,1.0)")
     add("--budget-params", type=parse_number, help="reject candidates with more parameters, e.g. 1M")
     add("--budget-flops", type=parse_number, help="reject candidates with more FLOPs, e.g. 200M")
+    add("--budget-usd", type=float, metavar="USD",
+        help="stop cleanly once the LLM calls cost this much; --resume with a higher one continues")
+    add("--budget-tokens", type=lambda t: int(parse_number(t)), metavar="N",
+        help="stop cleanly once the LLM calls used N tokens (e.g. 2M); resumable like --budget-usd")
+    add("--pareto-feedback", action="store_true", default=None,
+        help="show the Designer the Pareto front of score vs params and FLOPs")
+    add("--interactive", action="store_true", default=None,
+        help="pause after every step: accept, give a hint, edit the architecture, or stop")
     add("--device", choices=["auto", "cpu", "cuda"], help="where proxies run (default auto)")
     add("--seed", type=int, help="seed (default 0)")
     add("--batch-size", type=int, help="proxy batch size (default 64)")
@@ -97,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder holding cifar-10-batches-py or cifar-100-python, for --train-best")
     add("--output", type=Path, help="run directory (default runs/<time>-<space>-<proxy>)")
     add("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped or killed run")
+    add("--fork", metavar="RUN_DIR@ITERATION",
+        help="start a new run from another run's state after ITERATION; other flags may differ")
+    add("--replay", type=Path, metavar="BUNDLE",
+        help="re-run a bundle (python -m graphs.bundle) offline from its caches and check that "
+             "it reproduces the bundled summary.json")
     add("--plain", action="store_true", help="one line per event, no live display (logs, CI)")
     add("--quiet", action="store_true", help="no trace on the terminal; files only")
     add("--list-spaces", action="store_true", help="list search spaces and exit")
@@ -107,7 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Flags that may change when resuming; everything else comes from the saved config.
 RESUMABLE = {"iterations", "wall_clock_s", "workers", "llm_timeout_s", "eval_timeout_s",
-             "train_best", "train_data"}
+             "train_best", "train_data", "budget_usd", "budget_tokens", "interactive"}
+#: Flags a fork cannot change: the population it inherits was scored under them.
+FORK_FIXED = {"space", "dataset", "proxy", "extra_proxies", "batch_size", "budget_params",
+              "budget_flops", "device"}
+#: Flags a replay may set: where it runs and how it looks, never what it computes.
+REPLAY_FLAGS = {"truth"}
 
 
 def explicit_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -154,6 +175,98 @@ def _listing(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _replay(args: argparse.Namespace, values: dict[str, Any], mode: str) -> int:
+    """``--replay BUNDLE --output DIR``: re-run a bundle offline, report whether it reproduced."""
+    from agents.llm_cache import LLMCache, LLMCacheError
+    from agents.models import replay_model
+    from graphs.bundle import BundleError, first_divergence, unpack
+    from graphs.events import read_events
+    from tools.files import copy_sqlite, write_atomic
+
+    if args.output is None:
+        raise UsageError("--replay needs --output DIR, a new directory for the re-run")
+    ignored = sorted(set(values) - REPLAY_FLAGS)
+    if ignored:
+        raise UsageError(f"--replay re-runs the bundle's own settings; drop: {', '.join(ignored)}")
+    run_dir: Path = args.output
+    if (run_dir / "checkpoints.sqlite").exists():
+        raise UsageError(f"{run_dir} already holds a run; choose another --output")
+    created = not run_dir.exists()
+    try:
+        bundle = unpack(args.replay, run_dir / "bundle")
+        # Training and where evaluations run are not part of what a replay checks.
+        config = SearchConfig.from_dict({**bundle.config, "train_best": None, "train_data": None,
+                                         "executor": "local", "ray_address": None, **values})
+        if config.truth and not Path(config.truth).expanduser().exists():
+            raise UsageError(f"the bundled run read its ground truth from {config.truth}, which "
+                             "is not here; pass --truth PATH (ground truth is not in a bundle)")
+        for name, source in (("llm_cache.sqlite", bundle.llm_cache),
+                             ("scores.sqlite", bundle.scores)):
+            copy_sqlite(source, run_dir / name)
+        cache = LLMCache(run_dir / "llm_cache.sqlite")
+    except (BundleError, LLMCacheError, UsageError) as exc:
+        # Leave nothing behind, so the same command can simply be run again.
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            shutil.rmtree(run_dir / "bundle", ignore_errors=True)
+            for name in ("llm_cache.sqlite", "scores.sqlite"):
+                (run_dir / name).unlink(missing_ok=True)
+        raise UsageError(str(exc)) from None
+    names = bundle.summary.get("models") or {}
+    models = {config.designer_model: replay_model(names["designer"], cache)}
+    if config.reflection and names.get("reflector"):
+        models.setdefault(config.reflector_model, replay_model(names["reflector"], cache))
+    recorded = read_events(bundle.events)
+    answers = [{"action": e.get("action"), "text": e.get("text") or ""}
+               for e in recorded if e.get("event") == "human_steer"]
+    fork_state = bundle.fork_state
+    if fork_state is not None and not isinstance(fork_state.get("values"), dict):
+        raise UsageError(f"{args.replay} holds a malformed fork_state.json; pack the run again")
+    extras = RunExtras(models=models, prompts_dir=bundle.prompts_dir, fork_state=fork_state,
+                       answers=answers if config.interactive else None,
+                       replayed_from=str(args.replay))
+    if mode != "quiet":
+        print(f"replaying {args.replay} (commit {bundle.manifest.get('git_commit') or 'unknown'}) "
+              f"offline from its caches into {run_dir}", flush=True)
+    try:
+        outcome = run_search(config, run_dir, resume=False, trace_mode=mode, extras=extras)
+    finally:
+        cache.close()
+    divergence = first_divergence(bundle.summary, outcome.summary, recorded,
+                                  read_events(run_dir / "events.jsonl"))
+    misses = sum(getattr(m, "replay_misses", 0) for m in models.values())
+    write_atomic(run_dir / "replay.json", (json.dumps(
+        {"bundle": str(args.replay), "reproduced": divergence is None,
+         "first_divergence": divergence, "llm_cache_misses": misses}, indent=2) + "\n").encode())
+    if divergence is None:
+        print(f"replay reproduced {args.replay}: best {outcome.summary['best']['arch']}, "
+              f"{outcome.summary['evaluations']} evaluations, "
+              f"{outcome.summary['invalid_proposals']} invalid proposals (see {run_dir / 'replay.json'})")
+        return 0
+    print(f"replay diverged: {divergence}" + (f" ({misses} LLM calls were not in the bundle)"
+                                              if misses else ""), file=sys.stderr)
+    return 1
+
+
+def _fork_config(text: str, values: dict[str, Any]) -> tuple[SearchConfig, RunExtras]:
+    """The config of a fork: the source run's, with the flags given now; and its fork point."""
+    from graphs.fork import ForkError, parse_fork
+
+    try:
+        point = parse_fork(text)
+    except ForkError as exc:
+        raise UsageError(str(exc)) from None
+    saved = load_run_config(point.run_dir)
+    fixed = sorted(k for k in set(values) & FORK_FIXED if values[k] != getattr(saved, k))
+    if fixed:
+        raise UsageError(f"a fork keeps the scores of its source, so these flags cannot change: "
+                         f"{', '.join(fixed)} (start a new run instead)")
+    # Per-run outputs of the source are not inherited: a fork trains only if asked to.
+    inherited = {**saved.to_dict(), "train_best": None, "train_data": None}
+    return SearchConfig.from_dict({**inherited, **values}), RunExtras(fork=point)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, run the search and return the exit code.
 
@@ -169,7 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quiet" if args.quiet else "plain" if args.plain else "live"
     try:
         values = explicit_values(args)
-        if args.resume:
+        extras = None
+        if sum(bool(x) for x in (args.resume, args.fork, args.replay)) > 1:
+            raise UsageError("--resume, --fork and --replay exclude each other; pass one")
+        if args.replay:
+            return _replay(args, values, mode)
+        if args.fork:
+            config, extras = _fork_config(args.fork, values)
+            run_dir = args.output or default_run_dir(config)
+        elif args.resume:
             saved = load_run_config(args.resume)
             overrides = {k: v for k, v in values.items() if k in RESUMABLE}
             ignored = sorted(set(values) - RESUMABLE)
@@ -181,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             config = SearchConfig.from_sources(values)
             run_dir = args.output or default_run_dir(config)
-        outcome = run_search(config, run_dir, resume=bool(args.resume), trace_mode=mode)
+        outcome = run_search(config, run_dir, resume=bool(args.resume), trace_mode=mode,
+                             extras=extras)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -87,12 +87,16 @@ class SearchConfig(RunSettings):
     concurrency: int = _doc("mutations run in parallel per step", default=1)
     designer_model: str = _doc("provider string of the Designer's model", default="local")
     reflector_model: str = _doc("provider string of the Reflector's model", default="local")
-    designer_prompt: str = _doc("prompt id of the Designer", default="designer@v4")
+    designer_prompt: str = _doc("prompt id of the Designer", default="designer@v5")
     reflector_prompt: str = _doc("prompt id of the Reflector", default="reflector@v2")
     text_description: bool = _doc("show the Designer the text description of the space", default=True)
     code_description: bool = _doc("show the Designer the source of the space", default=True)
     proxy_code: bool = _doc("show the Designer the proxy's source", default=True)
     reflection: bool = _doc("run the Reflector and feed its critique to the Designer", default=True)
+    pareto_feedback: bool = _doc("show the Designer the Pareto front of score vs params and FLOPs",
+                                 default=False)
+    interactive: bool = _doc("pause after every step for a human: accept, hint, edit or stop",
+                             default=False)
     history_length: int = _doc("recent candidates shown to the Designer", default=3)
     lessons: int = _doc("earlier reflections summarised for the Designer", default=3)
     output_form: str = _doc("Designer output: 'edit' (one operation) or 'whole' architecture", default="edit")
@@ -100,6 +104,10 @@ class SearchConfig(RunSettings):
     temperatures: tuple[float, ...] = _doc("temperatures drawn per LLM call", default=PAPER_TEMPERATURES)
     budget_params: float | None = _doc("reject candidates with more parameters", default=None)
     budget_flops: float | None = _doc("reject candidates with more FLOPs", default=None)
+    budget_usd: float | None = _doc("stop (resumable) once the LLM calls cost this many US dollars",
+                                    default=None)
+    budget_tokens: int | None = _doc("stop (resumable) once the LLM calls used this many tokens",
+                                     default=None)
     device: str = _doc("auto, cpu or cuda: where proxies run", default="auto")
     seed: int = _doc("seed for sampling, parent choice, temperatures and proxies", default=0)
     batch_size: int = _doc("proxy batch size", default=64)

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from graphs.calibration import describe as describe_calibration
+
 REDACTED = "[REDACTED]"
 
 # Shapes of credentials that must never reach a trace, report or terminal.
@@ -226,6 +228,7 @@ class RunView:
         self.pending: dict[str, float] = dict.fromkeys(TOTALS, 0)
         self.llm_calls = self.cache_hits = self.failures = 0
         self.finished: dict | None = None
+        self.human: dict | None = None  # the latest human_steer event
 
     def count(self, key: str) -> float:
         """Return a run total (one of ``TOTALS``) including events after the last update."""
@@ -291,6 +294,27 @@ class RunView:
                 self.higher_is_better = top[0] > top[-1]  # ``top`` is best first
         elif kind == "run_finished":
             self.finished = e
+        elif kind == "human_steer":
+            self.human = e
+
+    def meter(self, key: str, value: Any = None) -> str:
+        """A run total as text, with its budget when one is set: ``$0.41 of $2``, ``12k of 50k tok``."""
+        value = self.count(key) if value is None else value
+        config = self.started.get("config") or {}
+        if key == "cost_usd":
+            budget = config.get("budget_usd")
+            return fmt_cost(value) + (f" of {fmt_cost(budget)}" if budget else "")
+        budget = config.get("budget_tokens")
+        return fmt_count(value) + (f" of {fmt_count(budget)}" if budget else "") + " tok"
+
+    def per_improvement(self, e: dict | None = None) -> str:
+        """LLM spend per step that raised the best score (cost when priced, else tokens)."""
+        e = e if e is not None else self.population
+        n = e.get("improvements") or 0
+        if not n:
+            return "n/a"
+        cost = e.get("cost_usd") or 0.0
+        return fmt_cost(cost / n) if cost else f"{fmt_count(round((e.get('tokens') or 0) / n))} tok"
 
     def delta(self, view: dict) -> float | None:
         """Return child score minus parent score for a slot view (None until both are known)."""
@@ -351,7 +375,9 @@ def plain_line(e: dict, run: RunView) -> tuple[str, str]:
     elif kind == "proposal":
         changes = "; ".join(_one(c) for c in e.get("changes") or []) or "no change"
         label = f"ok (attempt {e.get('attempt')})"
-        if e.get("fallback"):
+        if e.get("human"):
+            label, style = "HUMAN EDIT", "magenta"
+        elif e.get("fallback"):
             label, style = "FALLBACK (random mutation)", "yellow"
         text = (f"{tag} proposal {label}  {arch_text(e.get('child'))}  ({changes})  "
                 f"why: {_one(e.get('rationale'), 160)}")
@@ -383,9 +409,17 @@ def plain_line(e: dict, run: RunView) -> tuple[str, str]:
                 f"+{len(e.get('added') or [])}/-{len(e.get('removed') or [])} | "
                 f"evals {fmt_count(e.get('evaluations'))}, "
                 f"invalid {fmt_count(e.get('invalid_proposals'))}, "
-                f"fallbacks {fmt_count(e.get('fallbacks'))} | {fmt_count(e.get('tokens'))} tok "
-                f"{fmt_cost(e.get('cost_usd'))} | {fmt_duration(e.get('elapsed_s'))} elapsed{eta}")
+                f"fallbacks {fmt_count(e.get('fallbacks'))} | {run.meter('tokens', e.get('tokens'))} "
+                f"{run.meter('cost_usd', e.get('cost_usd'))} | "
+                f"{fmt_duration(e.get('elapsed_s'))} elapsed{eta}")
+        if e.get("improvements"):
+            text += f" | {run.per_improvement(e)} per improvement"
+        if e.get("calibration"):
+            text += f" | {describe_calibration(e['calibration'])}"
         style = "bold"
+    elif kind == "human_steer":
+        what = f": {_one(e.get('text'), 240)}" if e.get("text") else ""
+        text, style = f"{tag} human: {e.get('action')}{what}", "magenta"
     elif kind == "run_finished":
         best = (e.get("summary") or {}).get("best") or {}
         text = (f"run finished ({e.get('reason')}): best {fmt_score(best.get('score'))} "

@@ -16,11 +16,13 @@ from typing import Any, Literal
 from langgraph.config import get_stream_writer
 from langgraph.graph import END
 from langgraph.runtime import Runtime
-from langgraph.types import Command, Send
+from langgraph.types import Command, Send, interrupt
 
 from agents.designer import DesignRequest, Designer
 from agents.reflector import Reflector, ReflectRequest
+from graphs.calibration import calibration
 from graphs.config import SearchConfig
+from graphs.pareto import update_front
 from graphs.state import BranchState, Member, SearchState
 from tools.evaluate import EvalResult, Evaluator
 from tools.proxies import ProxySpec
@@ -48,6 +50,8 @@ class SearchContext:
     # the checkpoint on resume). Branches read it here rather than from their state: a copy per
     # branch would put every evaluated architecture into each branch checkpoint.
     seen: frozenset[str] = frozenset()
+    # Ground truth per canonical form, for the live calibration (queried once per candidate).
+    truth_of: dict[str, float | None] = field(default_factory=dict)
 
 
 def _emit(event: str, **fields: Any) -> None:
@@ -130,6 +134,49 @@ def _progress(ctx: SearchContext, population: list[Member], iteration: int) -> d
     }
 
 
+def count_improvements(proxy: ProxySpec, progress: list[dict]) -> int:
+    """Steps after which the best score was better than before (the initial population excluded)."""
+    best = [row["best_score"] for row in progress]
+    sign = 1 if proxy.higher_is_better else -1
+    return sum(1 for a, b in zip(best, best[1:]) if sign * (b - a) > 0)
+
+
+def over_budget(config: SearchConfig, totals: dict) -> str | None:
+    """Return ``budget_usd`` or ``budget_tokens`` when the run's LLM use reached that budget."""
+    if config.budget_usd is not None and (totals.get("cost_usd") or 0.0) >= config.budget_usd:
+        return "budget_usd"
+    if config.budget_tokens is not None and (totals.get("tokens") or 0) >= config.budget_tokens:
+        return "budget_tokens"
+    return None
+
+
+def _point(record: dict, iteration: int) -> dict:
+    """A candidate as a point of the Pareto front (graphs.pareto)."""
+    return {"arch": record["arch"], "canonical": record["canonical"], "score": record["score"],
+            "params": record.get("params"), "flops": record.get("flops"), "iteration": iteration}
+
+
+def _front_update(ctx: SearchContext, points: list[dict]) -> dict:
+    """A write to the ``pareto`` delta field (graphs.state.merge_front)."""
+    return {"higher_is_better": ctx.proxy.higher_is_better, "points": points}
+
+
+def _calibration(ctx: SearchContext, evaluated: dict[str, dict]) -> dict | None:
+    """Spearman of the proxy against --truth over every candidate scored so far (None: no truth)."""
+    if ctx.truth is None:
+        return None
+    pairs = []
+    for canonical, outcome in evaluated.items():
+        if not outcome.get("ok") or outcome.get("score") is None:
+            continue
+        if canonical not in ctx.truth_of:
+            ctx.truth_of[canonical] = _ground_truth(ctx, outcome["arch"])
+        truth = ctx.truth_of[canonical]
+        if truth is not None:
+            pairs.append((outcome["score"], truth))
+    return calibration(pairs, ctx.proxy.higher_is_better, ctx.config.metric)
+
+
 def init_population(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     """Sample and score the initial population (skipped when resuming a run that has one)."""
     if state.get("population"):
@@ -167,6 +214,11 @@ def init_population(state: SearchState, runtime: Runtime[SearchContext]) -> dict
         )
     population = _rank(ctx.proxy, members)
     progress = _progress(ctx, population, 0)
+    offered = [_point(m, 0) for m in members]
+    pareto = update_front([], offered, ctx.proxy.higher_is_better)
+    calib = _calibration(ctx, evaluated)
+    if calib is not None:
+        progress["spearman"] = calib["spearman"]
     _emit(
         "population_updated",
         iteration=0,
@@ -177,6 +229,8 @@ def init_population(state: SearchState, runtime: Runtime[SearchContext]) -> dict
         added=[m["arch"] for m in population],
         removed=[],
         best_ground_truth=progress["best_ground_truth"],
+        calibration=calib,
+        pareto_size=len(pareto),
         evaluations=counters["evaluations"],
         invalid_proposals=0,
         fallbacks=0,
@@ -185,7 +239,8 @@ def init_population(state: SearchState, runtime: Runtime[SearchContext]) -> dict
         elapsed_s=time.monotonic() - ctx.started,
         eta_s=None,
     )
-    return {"population": population, "evaluated": evaluated, "progress": [progress], **counters}
+    return {"population": population, "evaluated": evaluated, "progress": [progress],
+            "pareto": _front_update(ctx, offered), "calibration": calib, **counters}
 
 
 def select_parents(state: SearchState, runtime: Runtime[SearchContext]) -> Command:
@@ -205,9 +260,13 @@ def select_parents(state: SearchState, runtime: Runtime[SearchContext]) -> Comma
     latest = reflections[-1]["text"] if reflections else None
     lessons = [r["suggestion"] for r in reflections[-(cfg.lessons + 1) : -1]] if cfg.lessons else []
     ctx.seen = frozenset(state.get("evaluated", {}))
+    human = state.get("human_proposal")
+    hint = state.get("human_hint")
     sends = []
     for slot in range(cfg.concurrency):
         parent = _rng(cfg, "parent", iteration, slot).choice(population)
+        if human and slot == 0:  # the human's architecture takes the first slot of this step
+            parent = human["parent"]
         _emit("iteration_started", iteration=iteration, slot=slot,
               parent={"arch": parent["arch"], "score": parent["score"]})
         sends.append(Send("mutate", BranchState(
@@ -215,7 +274,11 @@ def select_parents(state: SearchState, runtime: Runtime[SearchContext]) -> Comma
             best={"arch": best["arch"], "score": best["score"]}, recent=recent,
             latest_reflection=latest, lessons=lessons,
             attempt=0, feedback=[], proposal=None, result=None,
+            pareto=state.get("pareto", []) if cfg.pareto_feedback else [],
+            human_hint=hint, human_arch=human["arch"] if human and slot == 0 else None,
         )))
+    if human or hint:  # used for this step only
+        return Command(goto=sends, update={"human_proposal": None, "human_hint": None})
     return Command(goto=sends)
 
 
@@ -246,6 +309,10 @@ def design(state: BranchState, runtime: Runtime[SearchContext]) -> dict:
     """Ask the Designer for one mutation of the parent; after the retries, mutate at random."""
     ctx = runtime.context
     cfg = ctx.config
+    if state.get("human_arch") and not state.get("attempt"):
+        proposal = _human_proposal(ctx, state)
+        if proposal is not None:
+            return {"proposal": proposal, "human_arch": None}
     attempt = state.get("attempt", 0) + 1
     parent = state["parent"]
     iteration, slot = state["iteration"], state["slot"]
@@ -256,6 +323,7 @@ def design(state: BranchState, runtime: Runtime[SearchContext]) -> dict:
         latest_reflection=state.get("latest_reflection"), lessons=list(state.get("lessons", [])),
         history=list(state.get("recent", [])), best=state.get("best"),
         feedback=list(state.get("feedback", [])),
+        pareto=list(state.get("pareto") or []), human_hint=state.get("human_hint"),
     )
     seen = ctx.seen | {parent["canonical"]}
     result = ctx.designer.propose(request, seen=seen, temperature=temperature,
@@ -283,6 +351,37 @@ def design(state: BranchState, runtime: Runtime[SearchContext]) -> dict:
         update["proposal"] = _fallback(ctx, state, seen, rng)
         update["fallbacks"] = 1
     return update
+
+
+def _human_proposal(ctx: SearchContext, state: BranchState) -> dict | None:
+    """The architecture a human wrote at the last pause, checked like a Designer's proposal.
+
+    Returns None (and the Designer is asked as usual) when it is invalid, the parent itself, or
+    already evaluated; the event says why.
+    """
+    parent, arch = state["parent"], state["human_arch"]
+    iteration, slot = state["iteration"], state["slot"]
+    reason = None
+    try:
+        child = ctx.space.validate(arch)
+        canonical = ctx.space.canonical(child)
+    except (ArchitectureError, ValueError, TypeError, RecursionError) as exc:
+        child, canonical, reason = arch, None, f"invalid: {exc}"
+    if reason is None and canonical == parent["canonical"]:
+        reason = "identical to the parent"
+    elif reason is None and canonical in ctx.seen:
+        reason = "already evaluated"
+    if reason is not None:
+        _emit("proposal", iteration=iteration, slot=slot, attempt=0, ok=False, child=arch,
+              edit=None, rationale="written by a human", reason=f"human edit {reason}; asking "
+              "the Designer instead", fallback=False, changes=[], human=True)
+        return None
+    changes = ctx.space.diff(parent["arch"], child)
+    rationale = "written by a human at the last pause (--interactive)"
+    _emit("proposal", iteration=iteration, slot=slot, attempt=0, ok=True, child=child, edit=None,
+          rationale=rationale, reason=None, fallback=False, changes=changes, human=True)
+    return {"child": child, "canonical": canonical, "edit": None, "rationale": rationale,
+            "fallback": False, "changes": changes, "human": True}
 
 
 def _fallback(ctx: SearchContext, state: BranchState, seen: frozenset[str],
@@ -359,7 +458,8 @@ def reflect(state: BranchState, runtime: Runtime[SearchContext]) -> dict:
         "ok": result["ok"], "score": score, "scores": result.get("scores") or {},
         "params": result.get("params"), "flops": result.get("flops"), "error": error,
         "rationale": proposal["rationale"], "changes": proposal["changes"],
-        "fallback": proposal["fallback"], "attempts": state.get("attempt", 1),
+        "fallback": proposal["fallback"], "human": bool(proposal.get("human")),
+        "attempts": state.get("attempt", 1),
         "reflection": reflection,
     }
     update["children"] = [record]
@@ -392,11 +492,19 @@ def update(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         for c in children if c.get("reflection")
     ]
     progress = _progress(ctx, kept, iteration)
+    offered = [_point({**c, "arch": c["child"]}, iteration)
+               for c in children if c["ok"] and c["score"] is not None]
+    pareto = update_front(state.get("pareto", []), offered, ctx.proxy.higher_is_better)
+    calib = _calibration(ctx, state.get("evaluated", {}))
+    if calib is not None:
+        progress["spearman"] = calib["spearman"]
     stop_reason = None
     if iteration >= cfg.iterations:
         stop_reason = "iterations"
     elif ctx.deadline is not None and time.monotonic() >= ctx.deadline:
         stop_reason = "wall_clock"
+    else:
+        stop_reason = over_budget(cfg, state)
     elapsed = time.monotonic() - ctx.started
     done_here = max(1, iteration - ctx.iterations_at_start)
     _emit(
@@ -405,6 +513,8 @@ def update(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
         mean_score=progress["mean_score"],
         top=[{"arch": m["arch"], "score": m["score"]} for m in kept[:5]],
         added=added, removed=removed, best_ground_truth=progress["best_ground_truth"],
+        calibration=calib, pareto_size=len(pareto),
+        improvements=count_improvements(ctx.proxy, [*state.get("progress", []), progress]),
         evaluations=len(state.get("evaluated", {})), invalid_proposals=state.get("invalid_proposals", 0),
         fallbacks=state.get("fallbacks", 0), tokens=state.get("tokens", 0),
         cost_usd=state.get("cost_usd", 0.0), elapsed_s=elapsed,
@@ -415,12 +525,76 @@ def update(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
     history = [*state.get("history", []), *children][-cfg.history_length:] \
         if cfg.history_length > 0 else []
     reflections = [*state.get("reflections", []), *reflections][-(max(cfg.lessons, 0) + 1):]
-    return {
+    result = {
         "population": kept, "iteration": iteration, "children": None, "history": history,
         "reflections": reflections, "progress": [progress], "stop_reason": stop_reason,
+        "pareto": _front_update(ctx, offered), "calibration": calib,
     }
+    if cfg.interactive:  # what the human is shown at the pause (graphs.nodes.steer)
+        result["last_children"] = [_steer_view(c) for c in children]
+    return result
 
 
-def route_after_update(state: SearchState) -> Literal["select_parents", "__end__"]:
+def _steer_view(child: dict) -> dict:
+    """What the human sees of one child at a pause: enough to judge it and to edit it."""
+    reflection = child.get("reflection") or {}
+    return {"slot": child["slot"], "parent": child["parent"], "child": child["child"],
+            "ok": child["ok"], "score": child["score"],
+            "error": (child.get("error") or {}).get("message"), "rationale": child["rationale"],
+            "suggestion": reflection.get("suggestion"),
+            "member": {"arch": child["child"], "canonical": child["canonical"],
+                       "score": child["score"], "scores": child["scores"],
+                       "params": child["params"], "flops": child["flops"],
+                       "born": child["iteration"]} if child["ok"] and child["score"] is not None
+            else None}
+
+
+def route_after_update(state: SearchState) -> Literal["steer", "__end__"]:
     """Continue until ``update`` recorded a stop reason."""
+    return END if state.get("stop_reason") else "steer"
+
+
+#: Answers a human may give at a pause (``--interactive``).
+STEER_ACTIONS = ("accept", "hint", "edit", "stop")
+
+
+def steer(state: SearchState, runtime: Runtime[SearchContext]) -> dict:
+    """With ``--interactive``, pause (a LangGraph interrupt) until a human answers.
+
+    The runner shows ``last_children`` and resumes with ``{"action": ..., "text": ...}``: accept
+    (go on), hint (a line for the next Designer call), edit (an architecture to evaluate next,
+    instead of asking the Designer; its parent is the child it was edited from when that scored,
+    else that child's parent) or stop. A pause is checkpointed: a killed run asks again on resume.
+    Without ``--interactive`` this node does nothing.
+    """
+    ctx = runtime.context
+    if not ctx.config.interactive:
+        return {}
+    children = state.get("last_children") or []
+    answer = interrupt({"iteration": state.get("iteration", 0), "children": children,
+                        "best": _rank(ctx.proxy, state["population"])[0]["arch"]})
+    action = answer.get("action") if isinstance(answer, dict) else None
+    text = str(answer.get("text") or "").strip() if isinstance(answer, dict) else ""
+    if action not in STEER_ACTIONS:
+        action, text = "accept", ""
+    _emit("human_steer", iteration=state.get("iteration", 0), action=action, text=text or None)
+    if action == "stop":
+        return {"stop_reason": "user", "last_children": []}
+    if action == "hint" and text:
+        return {"human_hint": text, "last_children": []}
+    if action == "edit" and text:
+        source = next((c for c in children if c.get("child")), None)
+        if source is not None:
+            parent = source["member"] or _member_of(state["population"], source["parent"]["arch"])
+            return {"human_proposal": {"arch": text, "parent": parent}, "last_children": []}
+    return {"last_children": []}
+
+
+def _member_of(population: list[Member], arch: str) -> Member:
+    """The population member ``arch`` (the best member when it has left the population)."""
+    return next((m for m in population if m["arch"] == arch), population[0])
+
+
+def route_after_steer(state: SearchState) -> Literal["select_parents", "__end__"]:
+    """Stop when the human asked to; otherwise start the next step."""
     return END if state.get("stop_reason") else "select_parents"

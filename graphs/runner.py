@@ -26,7 +26,8 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from graphs.config import SearchConfig
-from graphs.nodes import SearchContext
+from graphs.nodes import SearchContext, count_improvements, over_budget
+from graphs.steering import HumanAnswers
 from graphs.search import build_graph
 from graphs.state import new_search_state
 
@@ -161,6 +162,10 @@ def validate_config(config: SearchConfig) -> None:
         (_positive(config.llm_timeout_s), "--llm-timeout must be a positive number of seconds"),
         (config.wall_clock_s is None or _positive(config.wall_clock_s),
          "--wall-clock must be a positive number of seconds"),
+        (config.budget_usd is None or _positive(config.budget_usd),
+         "--budget-usd must be a positive number of US dollars, such as 2.50"),
+        (config.budget_tokens is None or _positive(config.budget_tokens),
+         "--budget-tokens must be a positive number of tokens, such as 500K"),
     ]
     for ok, message in checks:
         if not ok:
@@ -208,7 +213,8 @@ def load_run_truth(config: SearchConfig):
     return truth
 
 
-def _build_agents(config: SearchConfig, run_dir: Path, stack: ExitStack, space, proxy):
+def _build_agents(config: SearchConfig, run_dir: Path, stack: ExitStack, space, proxy,
+                  extras: RunExtras | None = None):
     from agents.designer import Designer, PromptSwitches
     from agents.llm_cache import LLMCache, LLMCacheError
     from agents.models import LLMError, ModelSpecError, check_model, load_chat_model
@@ -216,12 +222,20 @@ def _build_agents(config: SearchConfig, run_dir: Path, stack: ExitStack, space, 
     from prompts import PromptError, load_prompt
 
     try:
-        designer_prompt = load_prompt(config.designer_prompt)
-        reflector_prompt = load_prompt(config.reflector_prompt)
+        prompts_dir = extras.prompts_dir if extras else None
+        designer_prompt = load_prompt(config.designer_prompt, directory=prompts_dir)
+        # Without reflection (--no-reflection) the Reflector's prompt is not used, nor bundled.
+        reflector_prompt = (load_prompt(config.reflector_prompt, directory=prompts_dir)
+                            if config.reflection else None)
     except PromptError as exc:
         raise UsageError(str(exc)) from exc
-    if designer_prompt.role != "designer" or reflector_prompt.role != "reflector":
+    if designer_prompt.role != "designer" or (reflector_prompt and reflector_prompt.role != "reflector"):
         raise UsageError("--prompt takes a designer@vN and a reflector@vN id")
+    for wanted, variable, flag in ((config.pareto_feedback, "pareto", "--pareto-feedback"),
+                                   (config.interactive, "human_hint", "--interactive")):
+        if wanted and variable not in designer_prompt.variables:
+            raise UsageError(f"{flag} needs a Designer prompt that shows ${variable} "
+                             f"({designer_prompt.id} does not): use --prompt designer@v5")
     try:
         cache = LLMCache(run_dir / "llm_cache.sqlite") if config.llm_cache else None
     except LLMCacheError as exc:
@@ -235,6 +249,9 @@ def _build_agents(config: SearchConfig, run_dir: Path, stack: ExitStack, space, 
     models: dict[str, Any] = {}
     try:
         for spec in dict.fromkeys((config.designer_model, config.reflector_model)):
+            if extras and extras.models and spec in extras.models:
+                models[spec] = extras.models[spec]
+                continue
             models[spec] = load_chat_model(spec, cache=cache, timeout_s=config.llm_timeout_s)
             check_model(models[spec])
     except ModelSpecError as exc:
@@ -248,6 +265,7 @@ def _build_agents(config: SearchConfig, run_dir: Path, stack: ExitStack, space, 
         text_description=config.text_description, code_description=config.code_description,
         proxy_code=config.proxy_code, reflection=config.reflection,
         history_length=config.history_length, output_form=config.output_form, lessons=config.lessons,
+        pareto=config.pareto_feedback,
     )
     budgets = ", ".join(
         f"{name} <= {value:g}" for name, value in
@@ -397,8 +415,32 @@ def _saved_state(graph, run_dir: Path):
                          f"({detail}); {_checkpoint_fix(run_dir)}") from None
 
 
+@dataclass
+class RunExtras:
+    """What a fork, a replay or a scripted human adds to a run (all optional).
+
+    Attributes:
+        fork: start from this point of another run (``--fork``).
+        models: chat models by provider string, used instead of loading them (a replay's
+            cache-only models).
+        fork_state: start from this saved fork point (``fork_state.json`` of a replayed fork)
+            instead of reading another run's checkpoints.
+        prompts_dir: load prompt files from here instead of the project's ``prompts/``.
+        answers: the human's answers at ``--interactive`` pauses, in order (a replay's); None
+            reads them from standard input.
+        replayed_from: recorded in the summary (``--replay``).
+    """
+
+    fork: Any = None  # graphs.fork.ForkPoint
+    fork_state: dict | None = None  # a replayed fork's fork_state.json: start from this state
+    models: dict[str, Any] | None = None
+    prompts_dir: Path | None = None
+    answers: list[dict] | None = None
+    replayed_from: str | None = None
+
+
 def run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode: str = "live",
-               console=None) -> RunOutcome:
+               console=None, extras: RunExtras | None = None) -> RunOutcome:
     """Run (or resume) a search in ``run_dir`` and write its reports there.
 
     Raises:
@@ -407,7 +449,8 @@ def run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode:
             was saved so far stays, and ``--resume`` continues once the directory is writable.
     """
     try:
-        return _run_search(config, run_dir, resume=resume, trace_mode=trace_mode, console=console)
+        return _run_search(config, run_dir, resume=resume, trace_mode=trace_mode, console=console,
+                           extras=extras or RunExtras())
     except UsageError:
         raise
     except Exception as exc:
@@ -420,8 +463,27 @@ def run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode:
         ) from exc
 
 
+def _fork_source(extras: RunExtras, config: SearchConfig) -> tuple[dict, str]:
+    """Read the fork point's state and checkpoint id from the source run (nothing is written)."""
+    from graphs.fork import ForkError, forked_state
+
+    point = extras.fork
+    source = _open_checkpoints(point.run_dir, resume=True)
+    try:
+        values, checkpoint_id = forked_state(build_graph(checkpointer=SqliteSaver(source)),
+                                             point, THREAD)
+    except ForkError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        source.close()
+    if values["iteration"] >= config.iterations:
+        raise UsageError(f"the fork starts after iteration {values['iteration']} and "
+                         f"--iterations is {config.iterations}: pass a larger --iterations")
+    return values, checkpoint_id
+
+
 def _run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode: str,
-                console) -> RunOutcome:
+                console, extras: RunExtras) -> RunOutcome:
     from graphs.report import render_summary, write_reports
     from graphs.events import iter_events
     from graphs.trace import TraceWriter
@@ -433,6 +495,11 @@ def _run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode
         raise UsageError(f"{run_dir} already holds a run: resume it with --resume {run_dir} "
                          "or choose another --output")
     truth = load_run_truth(config)
+    fork_values = None
+    if extras.fork is not None and not resume:  # checked before anything is written
+        fork_values, fork_checkpoint = _fork_source(extras, config)
+    elif extras.fork_state is not None and not resume:
+        fork_values = extras.fork_state["values"]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         # On resume too: the flags a resume may change (a raised --iterations, --train-best)
@@ -442,16 +509,36 @@ def _run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode
         raise UsageError(f"cannot write the run directory {run_dir}: {exc.strerror}") from exc
     space, proxy = get_space(config.space), get_proxy(config.proxy)
     previous = _previous_summary(run_dir) if resume else {}
+    if extras.fork is not None and fork_values is not None:
+        from graphs.fork import ForkError, copy_caches
+
+        try:  # before the caches are opened below
+            copy_caches(extras.fork.run_dir, run_dir, llm_cache=config.llm_cache)
+        except ForkError as exc:
+            raise UsageError(str(exc)) from None
     started = time.monotonic()
     with ExitStack() as stack:
         # The saved state first: a resume that cannot continue should not load a model.
         connection = _open_checkpoints(run_dir, resume)
         stack.callback(connection.close)
         graph = build_graph(checkpointer=SqliteSaver(connection))
+        forked_from = previous.get("forked_from")
+        if fork_values is not None:
+            from graphs.fork import ForkPoint, record_lineage, save_fork_state
+
+            front = {"higher_is_better": proxy.higher_is_better,  # a delta field's write
+                     "points": fork_values.get("pareto") or []}
+            graph.update_state(THREAD, {**fork_values, "pareto": front}, as_node="update")
+            if extras.fork is not None:
+                forked_from = record_lineage(ForkPoint(extras.fork.run_dir, fork_values["iteration"]),
+                                             fork_checkpoint, run_dir)
+            else:
+                forked_from = extras.fork_state["forked_from"]
+            save_fork_state(run_dir, forked_from, fork_values)
         snapshot = _saved_state(graph, run_dir)
         trace = stack.enter_context(TraceWriter(run_dir, mode=trace_mode, console=console,
                                                 total_iterations=config.iterations))
-        designer, reflector, models = _build_agents(config, run_dir, stack, space, proxy)
+        designer, reflector, models = _build_agents(config, run_dir, stack, space, proxy, extras)
         evaluator = stack.enter_context(open_evaluator(config, run_dir))
         done = (snapshot.values or {}).get("iteration", 0)
         ctx = SearchContext(
@@ -466,10 +553,10 @@ def _run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode
             graph_input: Any = new_search_state()
         elif snapshot.next:
             graph_input = None  # continue the interrupted step
-        elif done < config.iterations:
+        elif done < config.iterations and not over_budget(config, snapshot.values):
             graph_input = Command(goto="select_parents", update={"stop_reason": None})
         else:
-            graph_input = ...  # already complete: only rewrite the reports
+            graph_input = ...  # already complete (or still at its budget): only rewrite reports
         trace.emit({
             "event": "run_started", "run_id": run_dir.name, "run_dir": str(run_dir), "resumed": resume,
             "config": config.to_dict(), "iteration": done,
@@ -492,13 +579,23 @@ def _run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode
                 # the default pool (CPU count + 4) would run only a few branches at once.
                 run_config = {**THREAD, "recursion_limit": max(limit, 100),
                               "max_concurrency": config.concurrency + 4}
-                for _, mode, data in graph.stream(
-                    graph_input, run_config, context=ctx,
-                    stream_mode=["custom"], subgraphs=True, durability="sync",
-                ):
-                    if trace_failure is None:
-                        trace_failure = _emit_or_stop(trace, data, ctx)
+                human = HumanAnswers(trace, space, extras.answers)
+                while True:
+                    for _, mode, data in graph.stream(
+                        graph_input, run_config, context=ctx,
+                        stream_mode=["custom"], subgraphs=True, durability="sync",
+                    ):
+                        if trace_failure is None:
+                            trace_failure = _emit_or_stop(trace, data, ctx)
+                    pause = graph.get_state(THREAD).interrupts
+                    if not pause or trace_failure is not None or stop.requested:
+                        break
+                    # --interactive: the graph waits in ``steer`` for a human answer
+                    graph_input = Command(resume=human.ask(pause[0].value))
             reason = graph.get_state(THREAD).values.get("stop_reason") or "iterations"
+            if graph_input is ... and done < config.iterations and over_budget(config, snapshot.values):
+                reason = over_budget(config, snapshot.values)
+                trace.print_line(_budget_line(config, snapshot.values, run_dir))
             if stop.requested and reason != "iterations":
                 reason = "interrupted"
         finally:
@@ -513,14 +610,29 @@ def _run_search(config: SearchConfig, run_dir: Path, *, resume: bool, trace_mode
         wall = previous.get("wall_seconds", 0.0) + (time.monotonic() - started)
         summary = build_summary(config, state, ctx, models, wall, reason, run_dir,
                                 earlier_usage=previous.get("llm_usage") or {})
+        summary["forked_from"] = forked_from
+        if extras.replayed_from:
+            summary["replayed_from"] = extras.replayed_from
         trace.emit({"event": "run_finished", "reason": reason, "summary": summary,
                     "iteration": state.get("iteration", 0)})
         trace.close()
         write_reports(run_dir, summary, iter_events(run_dir / "events.jsonl"), state["population"])
         trace.print_line(render_summary(summary))
+        if reason in ("budget_usd", "budget_tokens") and graph_input is not ...:
+            trace.print_line(_budget_line(config, state, run_dir))
     if config.train_best and reason != "interrupted":
         reason = _train_best_into(config, run_dir, summary, state["population"], trace_mode)
     return RunOutcome(run_dir, summary, reason)
+
+
+def _budget_line(config: SearchConfig, state: dict, run_dir: Path) -> str:
+    """Say which budget stopped the run and how to continue it."""
+    if over_budget(config, state) == "budget_usd":
+        spent, flag = f"${state.get('cost_usd', 0.0):.4f} of ${config.budget_usd:g}", "--budget-usd"
+    else:
+        spent, flag = f"{state.get('tokens', 0):,} of {config.budget_tokens:,} tokens", "--budget-tokens"
+    return (f"stopped at the LLM budget ({spent}); continue with: python -m graphs.search "
+            f"--resume {run_dir} {flag} <higher>")
 
 
 def _train_best_into(config: SearchConfig, run_dir: Path, summary: dict, population: list[dict],
@@ -553,6 +665,17 @@ def _previous_summary(run_dir: Path) -> dict:
         return json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _improvement_costs(proxy, state: dict) -> dict[str, Any]:
+    """How often the best score improved during the search, and the LLM cost per improvement."""
+    improvements = count_improvements(proxy, state.get("progress", []))
+    cost, tokens = state.get("cost_usd", 0.0), state.get("tokens", 0)
+    return {
+        "improvements": improvements,
+        "cost_per_improvement_usd": round(cost / improvements, 6) if improvements else None,
+        "tokens_per_improvement": round(tokens / improvements) if improvements else None,
+    }
 
 
 def build_summary(config: SearchConfig, state: dict, ctx: SearchContext, models: dict,
@@ -602,6 +725,10 @@ def build_summary(config: SearchConfig, state: dict, ctx: SearchContext, models:
                     "reflector": ({"id": ctx.reflector.prompt.id, "sha256": ctx.reflector.prompt.sha256}
                                   if ctx.reflector else None)},
         "llm_usage": usage,
+        "budget": {"usd": config.budget_usd, "tokens": config.budget_tokens},
+        **_improvement_costs(ctx.proxy, state),
+        "calibration": state.get("calibration"),
+        "pareto": state.get("pareto", []),
         "seed": config.seed,
         "space": config.space,
         "dataset": config.dataset,

@@ -4,7 +4,7 @@
 
     init_population -> select_parents -(Send x K)-> mutate[design <-> design, evaluate, reflect] -> update
                             ^                                                                        |
-                            +------------------------------ until a stop reason --------------------+
+                            +------ steer (a pause for a human with --interactive) <- until a stop --+
 
 ``graph`` is the compiled graph without a checkpointer (tests and LangGraph tooling drive it with a
 :class:`graphs.nodes.SearchContext`); the CLI compiles it again with a SQLite checkpointer.
@@ -40,10 +40,12 @@ def build_graph(checkpointer: Checkpointer = None) -> CompiledStateGraph:
     builder.add_node("select_parents", nodes.select_parents, destinations=("mutate",))
     builder.add_node("mutate", build_mutation_graph())
     builder.add_node("update", nodes.update)
+    builder.add_node("steer", nodes.steer)
     builder.add_edge(START, "init_population")
     builder.add_edge("init_population", "select_parents")
     builder.add_edge("mutate", "update")
-    builder.add_conditional_edges("update", nodes.route_after_update, ["select_parents", END])
+    builder.add_conditional_edges("update", nodes.route_after_update, ["steer", END])
+    builder.add_conditional_edges("steer", nodes.route_after_steer, ["select_parents", END])
     return builder.compile(checkpointer=checkpointer, name="rz-nas")
 
 

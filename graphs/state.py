@@ -46,6 +46,21 @@ def append_records(current: list[dict] | None, updates: Sequence[list[dict] | No
     return merged
 
 
+def merge_front(current: list[dict] | None, updates: Sequence[dict | None]) -> list[dict]:
+    """Delta reducer for ``pareto``: each write ``{"higher_is_better", "points"}`` offers points.
+
+    The front is replaced, not appended to, but as a delta field a checkpoint stores only the
+    points a step offered (the front itself can hold hundreds of points after a long run).
+    """
+    from graphs.pareto import update_front
+
+    front = list(current or [])
+    for update in updates:
+        if update and update.get("points"):
+            front = update_front(front, update["points"], bool(update["higher_is_better"]))
+    return front
+
+
 class Member(TypedDict):
     """A scored architecture in the population."""
 
@@ -84,6 +99,16 @@ class SearchState(BranchOutput, total=False):
     progress: Annotated[list[dict],  # per iteration: best, mean, ground truth
                         DeltaChannel(append_records, snapshot_frequency=DELTA_SNAPSHOT_EVERY)]
     stop_reason: str | None
+    # Non-dominated (score, params, FLOPs) points of every candidate scored (graphs.pareto).
+    pareto: Annotated[list[dict],
+                      DeltaChannel(merge_front, snapshot_frequency=DELTA_SNAPSHOT_EVERY)]
+    # Running Spearman of the proxy against --truth over the candidates scored (graphs.calibration).
+    calibration: dict | None
+    # --interactive: the step's child records for the human, and what the human asked for the next
+    # step (a hint for the Designer, an architecture to evaluate instead of asking it).
+    last_children: list[dict]
+    human_hint: str | None
+    human_proposal: dict | None  # {"arch", "parent": Member}
 
 
 class BranchState(BranchOutput, total=False):
@@ -100,6 +125,9 @@ class BranchState(BranchOutput, total=False):
     feedback: list[str]  # why earlier attempts in this branch were rejected
     proposal: dict | None  # {"child", "canonical", "edit", "rationale", "fallback", "changes"}
     result: dict | None  # EvalResult.to_dict() of the child
+    pareto: list[dict]  # the front, when the Designer is shown it (--pareto-feedback)
+    human_hint: str | None
+    human_arch: str | None  # an architecture the human wrote, evaluated instead of a proposal
 
 
 def new_search_state() -> SearchState:

@@ -26,6 +26,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from graphs.calibration import describe as describe_calibration
 from graphs.events import (
     RunView,
     arch_text,
@@ -149,6 +150,12 @@ class TraceWriter:
         if self.mode == "plain" or kind in SCROLLBACK_EVENTS or trouble:
             text = clean_text(line[0]).replace("\n", " ").replace("\t", " ")  # one event, one line
             self.console.print(Text(text, style=line[1]), soft_wrap=True)
+
+    def suspend_live(self) -> None:
+        """Stop the live view until the next event (while the terminal asks the user something)."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
     def print_line(self, text: str) -> None:
         """Print a CLI message through the same console (above the live view while it runs)."""
@@ -333,8 +340,14 @@ class TraceWriter:
                   ("invalid", fmt_count(run.count("invalid_proposals"))),
                   ("fallbacks", fmt_count(run.count("fallbacks"))),
                   ("LLM calls", fmt_count(run.llm_calls)),
-                  ("tokens", fmt_count(run.count("tokens"))),
-                  ("cost", fmt_cost(run.count("cost_usd")))]
+                  ("tokens", run.meter("tokens")),
+                  ("cost", run.meter("cost_usd"))]
+        if pop.get("improvements"):
+            items.append(("per improvement", run.per_improvement()))
+        if pop.get("calibration"):
+            items.append(("proxy vs truth", describe_calibration(pop["calibration"])))
+        if run.human:
+            items.append(("human", f"{run.human.get('action')} at it {run.human.get('iteration')}"))
         text = Text()
         for i, (label, value) in enumerate(items):
             text.append(" · " if i else "", style="dim").append(f"{label} ", style="dim")

@@ -51,14 +51,17 @@ def test_topology_has_the_rz_nas_loop():
                  "mutate\\3aevaluate", "mutate\\3areflect"):
         assert node in drawing
     assert "mutate\\3adesign -.-> mutate\\3adesign" in drawing  # invalid proposals go back
-    assert "update -.-> select_parents" in drawing and "update -.-> __end__" in drawing
+    assert "update -.-> steer" in drawing and "update -.-> __end__" in drawing
+    assert "steer -.-> select_parents" in drawing and "steer -.-> __end__" in drawing
 
 
 def test_routers_are_pure():
     assert nodes.route_after_design({"proposal": None}) == "design"
     assert nodes.route_after_design({"proposal": {"child": "x"}}) == "evaluate"
-    assert nodes.route_after_update({"stop_reason": None}) == "select_parents"
+    assert nodes.route_after_update({"stop_reason": None}) == "steer"
     assert nodes.route_after_update({"stop_reason": "iterations"}) == "__end__"
+    assert nodes.route_after_steer({"stop_reason": None}) == "select_parents"
+    assert nodes.route_after_steer({"stop_reason": "user"}) == "__end__"
 
 
 def test_search_runs_and_feeds_reflections_back(tmp_path):
