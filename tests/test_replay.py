@@ -43,11 +43,20 @@ def model(tmp_path) -> str:
     return repeating_script(tmp_path / "script.json", 0.0)
 
 
-def test_a_run_and_its_fork_replay_exactly_offline(tmp_path, model, monkeypatch, capsys):
-    original = _search(model, tmp_path / "run")
-    # Offline: the replay must not need the fake script (or any model) any more
-    (tmp_path / "script.json").unlink()
-    code, out = _pack_and_replay(tmp_path / "run", tmp_path, "run")
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> tuple[Path, dict, Path]:
+    """One finished run (its fake script deleted afterwards), its summary and its bundle."""
+    root = tmp_path_factory.mktemp("base")
+    script = root / "script.json"
+    summary = _search(repeating_script(script, 0.0), root / "run")
+    script.unlink()  # offline: a replay must not need the script (or any model) any more
+    return root / "run", summary, bundle.pack(root / "run", root / "run.tar.gz")
+
+
+def test_a_run_replays_exactly_offline(tmp_path, base, capsys):
+    run_dir, original, packed = base
+    out = tmp_path / "run-replay"
+    code = main(["--replay", str(packed), "--output", str(out), "--quiet"])
     assert code == 0, capsys.readouterr().err
     replayed = json.loads((out / "summary.json").read_text())
     assert {k: replayed[k] for k in SAME} == {k: original[k] for k in SAME}
@@ -86,9 +95,8 @@ def test_an_interactive_run_replays_the_human_answers(tmp_path, model, monkeypat
     assert steers[:2] == [("hint", "more convolutions"), ("edit", WIDE)]
 
 
-def test_a_changed_search_reports_the_first_divergent_step(tmp_path, model, monkeypatch, capsys):
-    _search(model, tmp_path / "run")
-    packed = bundle.pack(tmp_path / "run", tmp_path / "run.tar.gz")
+def test_a_changed_search_reports_the_first_divergent_step(tmp_path, base, monkeypatch, capsys):
+    packed = base[2]
     real_rng = nodes._rng
 
     def other_parents(config, *parts):  # as if the parent choice had changed in the code
@@ -103,17 +111,16 @@ def test_a_changed_search_reports_the_first_divergent_step(tmp_path, model, monk
     assert verdict["reproduced"] is False and verdict["first_divergence"] in err
 
 
-def test_replay_mistakes_are_one_line(tmp_path, model, capsys):
-    _search(model, tmp_path / "run")
-    packed = bundle.pack(tmp_path / "run", tmp_path / "run.tar.gz")
+def test_replay_mistakes_are_one_line(tmp_path, base, capsys):
+    run_dir, _, packed = base
     cases = [
         (["--replay", str(packed)], "--output"),
         (["--replay", str(packed), "--output", str(tmp_path / "o"), "--iterations", "9"],
          "drop: iterations"),
         (["--replay", str(tmp_path / "missing.tar.gz"), "--output", str(tmp_path / "o")],
          "does not exist"),
-        (["--replay", str(packed), "--output", str(tmp_path / "run")], "already holds a run"),
-        (["--replay", str(packed), "--resume", str(tmp_path / "run")], "exclude each other"),
+        (["--replay", str(packed), "--output", str(run_dir)], "already holds a run"),
+        (["--replay", str(packed), "--resume", str(run_dir)], "exclude each other"),
     ]
     for argv, expected in cases:
         assert main(argv) == 2
