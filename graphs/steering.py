@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from graphs.events import fmt_score
 from tools.spaces import ArchitectureError, SearchSpace
 
 HELP = ("[Enter]/a accept · h TEXT hint for the Designer · e ARCH evaluate ARCH next · "
@@ -105,10 +106,10 @@ class HumanAnswers:
         say = self.trace.print_line
         say(f"== paused after iteration {pause.get('iteration')} (--interactive) ==")
         for child in pause.get("children") or []:
-            outcome = (f"score {child['score']:.6g}" if child.get("score") is not None
+            outcome = (f"score {fmt_score(child['score'])}" if child.get("score") is not None
                        else f"failed: {child.get('error')}")
             say(f"slot {child.get('slot')}: child {child.get('child')}  {outcome}")
-            say(f"  parent {child['parent']['arch']}  score {child['parent']['score']:.6g}")
+            say(f"  parent {child['parent']['arch']}  score {fmt_score(child['parent']['score'])}")
             if child.get("suggestion"):
                 say(f"  reflector suggests: {child['suggestion']}")
         say(f"best so far: {pause.get('best')}")
