@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tools.files import sha256_file
+
 MODEL_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 MODEL_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 N_PARTS = 22
@@ -112,14 +114,6 @@ def _write_marker(dest: Path, sha256: str) -> None:
     _marker_path(dest).write_text(json.dumps({"sha256": sha256, **_stat_key(dest)}))
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_COPY_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @contextlib.contextmanager
 def _interprocess_lock(path: Path):
     """Hold an exclusive lock on ``path`` so parallel processes assemble the file only once."""
@@ -168,7 +162,7 @@ def ensure_model_file(
         if dest.is_file():
             if _marker_ok(dest, sha256):  # another process finished while we waited
                 return dest
-            if _sha256_file(dest) == sha256:  # e.g. the marker was deleted
+            if sha256_file(dest) == sha256:  # e.g. the marker was deleted
                 _write_marker(dest, sha256)
                 return dest
             dest.unlink()

@@ -22,10 +22,8 @@ the recording and names the first step where they part.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -44,7 +42,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tools.files import copy_sqlite
+from graphs.usage import UsageParser
+from tools.files import copy_sqlite, sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -129,14 +128,6 @@ class Bundle:
 
 
 # -- packing ---------------------------------------------------------------------------------------
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _git_state() -> tuple[str | None, bool | None]:
@@ -298,7 +289,7 @@ def pack(run_dir: Path, output: Path) -> Path:
             target = staging / entry["file"]
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(entry.pop("source"), target)
-            if _sha256_file(target) != entry["sha256"]:  # changed between the check and the copy
+            if sha256_file(target) != entry["sha256"]:  # changed between the check and the copy
                 raise BundleError(f"{entry['file']} changed while packing; pack again")
         names = [CONFIG, SUMMARY, EVENTS, *SQLITE_FILES, *(e["file"] for e in prompts.values())]
         if (run_dir / FORK_STATE).is_file():
@@ -310,7 +301,7 @@ def pack(run_dir: Path, output: Path) -> Path:
             if size > _member_limit(name):
                 raise BundleError(f"{run_dir}: {name} is {size:,} bytes, over the "
                                   f"{_member_limit(name):,}-byte cap a bundle may hold")
-            files[name] = {"sha256": _sha256_file(staging / name), "size": size}
+            files[name] = {"sha256": sha256_file(staging / name), "size": size}
         created = dt.datetime.now(dt.timezone.utc)
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -562,7 +553,7 @@ def unpack(bundle: Path, dest: Path) -> Bundle:
         files = _check_manifest(manifest, present)
         for name, entry in files.items():
             path = scratch / name
-            if path.stat().st_size != entry["size"] or _sha256_file(path) != entry["sha256"]:
+            if path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
                 raise BundleError(f"bundle member {name} does not match its sha256 in the "
                                   "manifest: the bundle was altered or damaged")
         config = _read_json(scratch / CONFIG, "the bundle")
@@ -718,11 +709,6 @@ def first_divergence(expected_summary: dict[str, Any], actual_summary: dict[str,
 # -- command line ----------------------------------------------------------------------------------
 
 
-class _UsageParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2, no usage dump
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def _size(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -733,7 +719,7 @@ def _size(n: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m graphs.bundle RUN_DIR [-o FILE.tar.gz]``; returns the exit code."""
-    parser = _UsageParser(
+    parser = UsageParser(
         prog="python -m graphs.bundle",
         description="Pack a finished run into one .tar.gz that python -m graphs.search --replay "
                     "re-runs offline (config, prompts, models, LLM and score caches, versions).")

@@ -12,6 +12,7 @@ from typing import Any
 
 from graphs.config import SearchConfig
 from graphs.train_best import TrainBestError
+from graphs.usage import UsageParser  # noqa: F401 - also imported from here by the other CLIs
 from graphs.runner import (
     RunExtras,
     RunStorageError,
@@ -24,11 +25,6 @@ from graphs.runner import (
 PAPER_SCALE = ("python -m graphs.search --space nb201 --dataset cifar10 --proxy synflow "
                "--iterations 1500 --population 100 --designer-model openai:gpt-4o "
                "--reflector-model openai:gpt-4o --concurrency 8")
-
-
-class UsageParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2, no usage dump
-        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -33,6 +33,7 @@ from graphs.events import (
     redact,
 )
 from graphs.report import progress_rows
+from graphs.usage import UsageParser
 from tools.files import write_atomic
 
 DEFAULT_OUTPUT = Path("compare.png")
@@ -51,17 +52,6 @@ PROGRESS_FIELDS = ("iteration", "best_score", "mean_score", "best_ground_truth")
 
 class CompareError(ValueError):
     """A mistake in the user's request; the message names the problem and the fix."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line and exit code 2, as graphs.cli's.
-
-    Not imported from graphs.cli: that module pulls in LangGraph and torch, seconds of start-up
-    a comparison of a few JSON files should not pay.
-    """
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see --help)\n")
 
 
 @dataclass
@@ -548,7 +538,7 @@ def plot_comparison(figures: list[dict]) -> bytes:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(
+    p = UsageParser(
         prog="python -m graphs.compare",
         description="Compare two or more run directories: a table (runs as columns) and a PNG of "
         "the best score per iteration. Incomplete (killed or running) runs are read from their "
