@@ -23,6 +23,7 @@ from agents.edits import blocked_edits, partition_edits, restricted_schema, work
 from agents.formatting import (
     as_json,
     change_line,
+    entry_line,
     front_lines,
     history_line,
     one_line,
@@ -30,6 +31,7 @@ from agents.formatting import (
     relative_arch,
     score_note,
     score_type,
+    scored_arch,
     short_arch,
     shown_score,
 )
@@ -257,6 +259,16 @@ class Designer:
             "feedback": "\n".join(
                 f"{i}. {one_line(text)}" for i, text in enumerate(request.feedback, start=1)
             ),
+            # designer@v6: the best and the recent candidates written the same whatever the parent
+            "parent_entry": scored_arch(request.parent_arch, request.parent_score, self.proxy),
+            "best_entry": scored_arch(short_arch(request.best["arch"]),
+                                      request.best.get("score"), self.proxy)
+            if show_history and request.best and request.best.get("arch")
+            and "best_entry" in self.prompt.variables
+            else "",
+            "recent_entries": "\n".join(entry_line(h, self.proxy) for h in recent)
+            if "recent_entries" in self.prompt.variables
+            else "",
             # designer@v5: the front, only when switched on (else the prompt renders as v4)
             "pareto": front_lines(request.pareto, self.proxy)
             if s.pareto and "pareto" in self.prompt.variables and request.pareto

@@ -98,7 +98,31 @@ def relative_arch(arch: str, parent: str, space: SearchSpace) -> str:
 
 def change_line(item: dict, parent: str, space: SearchSpace, proxy: ProxySpec) -> str:
     """Render one history record ``{"arch", "score", "error"}`` relative to ``parent``, one line."""
-    where = relative_arch(str(item.get("arch", "")), parent, space)
+    return _outcome_line(relative_arch(str(item.get("arch", "")), parent, space), item, proxy)
+
+
+def entry_line(item: dict, proxy: ProxySpec) -> str:
+    """Render one history record as ``- ARCH: score S``, written the same whatever the parent.
+
+    A line that does not depend on the parent reads the same on the next call, where a local
+    server can reuse it from its KV cache (designer@v6).
+    """
+    return _outcome_line(short_arch(str(item.get("arch", ""))), item, proxy)
+
+
+def scored_arch(arch: str, score: float | None, proxy: ProxySpec) -> str:
+    """Return ``ARCH (score S)``; a program of several lines goes in a fence after the score.
+
+    Plain text, where a JSON object with a score-type field cost a small model ~20 more prompt
+    tokens per architecture (the system message already says what a score means).
+    """
+    shown = shown_score(score, proxy)
+    if "\n" in arch.strip():
+        return f"(score {shown})\n```\n{arch.strip()}\n```"
+    return f"{arch} (score {shown})"
+
+
+def _outcome_line(where: str, item: dict, proxy: ProxySpec) -> str:
     if item.get("error"):
         return f"- {where}: failed: {one_line(str(item['error']))[:SHORT_ERROR_CHARS]}"
     return f"- {where}: score {shown_score(item.get('score'), proxy)}"
@@ -125,11 +149,13 @@ def one_line(text: str) -> str:
 __all__ = [
     "as_json",
     "change_line",
+    "entry_line",
     "history_line",
     "one_line",
     "proxy_source",
     "relative_arch",
     "score_note",
+    "scored_arch",
     "score_type",
     "short_arch",
     "shown_score",

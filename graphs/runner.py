@@ -235,7 +235,8 @@ def _build_agents(config: SearchConfig, run_dir: Path, stack: ExitStack, space, 
                                    (config.interactive, "human_hint", "--interactive")):
         if wanted and variable not in designer_prompt.variables:
             raise UsageError(f"{flag} needs a Designer prompt that shows ${variable} "
-                             f"({designer_prompt.id} does not): use --prompt designer@v5")
+                             f"({designer_prompt.id} does not): use --prompt "
+                             f"{load_prompt('designer', directory=prompts_dir).id}")
     try:
         cache = LLMCache(run_dir / "llm_cache.sqlite") if config.llm_cache else None
     except LLMCacheError as exc:

@@ -576,3 +576,68 @@ def test_darts_calls_get_a_schema_that_excludes_rejected_edits():
     # The parent's own choice (skip_connect from 0) is no change, so it is not offered either.
     assert 0 not in options[("normal", 3, 0, "skip_connect")]
     assert all(set(inputs) <= {0, 1} for (_c, node, _s, _o), inputs in options.items() if node == 0)
+
+
+# -- designer@v6: what a local server can reuse from the last call --------------------------------
+
+V6_HISTORY = [{"arch": f"{a}-{b}-{c}", "score": float(10 * i)}
+              for i, (a, b, c) in enumerate([("conv", "skip", "skip"), ("pool", "pool", "pool"),
+                                             ("conv", "conv", "skip"), ("skip", "conv", "pool"),
+                                             ("conv", "pool", "pool")], start=1)]
+
+
+def _v6(prompt_id="designer@v6", proxy=TOY_PROXY, **switches) -> Designer:
+    return Designer(scripted_model([], max_retries=0), space=ToySpace(), dataset="cifar10",
+                    proxy=proxy, prompt=load_prompt(prompt_id), switches=PromptSwitches(**switches))
+
+
+def _v6_request(step: int, parent: str = PARENT, **kw) -> DesignRequest:
+    """The request of search step ``step``: the history so far, the best of it, two lessons."""
+    history = V6_HISTORY[:step]
+    return request(parent=parent, history=history, best=max(history, key=lambda h: h["score"]),
+                   lessons=[f"lesson {i}" for i in range(step)][-3:],
+                   latest_reflection=f"lesson {step - 1}", **kw)
+
+
+@pytest.mark.parametrize("switches", [{}, {"history_length": 0}, {"reflection": False},
+                                      {"output_form": "whole"}, {"pareto": True}])
+def test_v6_keeps_v5s_system_message(switches):
+    req = _v6_request(3, feedback=["repeated the parent"], human_hint="try pools")
+    assert _v6(**switches).messages(req)[0] == _v6("designer@v5", **switches).messages(req)[0]
+
+
+def test_v6_writes_nothing_before_the_parent_that_depends_on_the_parent():
+    one = _v6().messages(_v6_request(4, parent="conv-pool-skip"))[1]["content"]
+    other = _v6().messages(_v6_request(4, parent="pool-skip-conv"))[1]["content"]
+    before_one, after_one = one.split("Parent: ")
+    assert before_one == other.split("Parent: ")[0]
+    assert after_one.startswith("conv-pool-skip (score 1234.0)\n")
+    assert "conv-pool-skip" not in before_one  # no "parent with ..." relative lines
+
+
+def test_v6_next_call_repeats_the_last_ones_history_in_order():
+    """Step 5 shows step 4's recent lines minus the oldest as one unbroken run of text."""
+    designer = _v6(history_length=3)
+    now = designer.messages(_v6_request(4))[1]["content"]
+    then = designer.messages(_v6_request(5))[1]["content"]
+    kept = "\n".join(f"- {h['arch']}: score {h['score']}" for h in V6_HISTORY[2:4])
+    assert kept in now and kept in then
+    assert then.index("Best so far") < then.index(kept) < then.index("Earlier lessons") \
+        < then.index("Latest reflection") < then.index("Parent: ")
+
+
+def test_v6_shows_every_fact_v5_shows():
+    req = _v6_request(5, feedback=["repeated the parent"], human_hint="try pools")
+    v5 = _v6("designer@v5", TOY_LOG_PROXY).messages(req)[1]["content"]
+    v6 = _v6(proxy=TOY_LOG_PROXY).messages(req)[1]["content"]
+    for fact in [h["arch"] for h in V6_HISTORY[2:]] + ["3.091", "1.699", "lesson 2", "lesson 4",
+                                                       "try pools", "repeated the parent"]:
+        assert fact in v5 and fact in v6, fact
+    assert v6.count("conv-pool-pool") == 2  # the best is its own line, and in the recent list
+    assert '"type"' not in v6 and v6.rstrip().endswith("Reply with the JSON object only.")
+
+
+def test_v6_writes_a_program_parent_in_a_fence():
+    program = "def build():\n    return conv(3)\n"
+    user = _v6(output_form="whole").messages(request(parent=program, score=2.5))[1]["content"]
+    assert "Parent: (score 2.5)\n```\ndef build():\n    return conv(3)\n```" in user
