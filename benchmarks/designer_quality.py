@@ -30,11 +30,13 @@ import statistics
 import sys
 import time
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from graphs.cli import UsageParser  # noqa: E402 - one-line usage errors, exit 2
+from graphs.config import SearchConfig  # noqa: E402
 
 import torch
 
@@ -46,6 +48,8 @@ from tools.spaces import get_space
 from tools.spaces.nb201 import EDGE_NAMES, parse
 
 TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)  # the paper's set, drawn per call
+# The prompt `python -m graphs.search` uses unless told otherwise (not simply the newest version).
+DEFAULT_PROMPT = next(f.default for f in fields(SearchConfig) if f.name == "designer_prompt")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,7 +63,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--retries", type=int, default=3, help="re-asks with feedback after a rejection"
     )
     parser.add_argument("--proxy", default="synflow", help="proxy that scores the parents")
-    parser.add_argument("--prompt", default="designer", help="designer prompt id (default: latest)")
+    parser.add_argument(
+        "--prompt",
+        default=DEFAULT_PROMPT,
+        help=f"designer prompt id (default: the search's, {DEFAULT_PROMPT})",
+    )
     parser.add_argument("--output-form", choices=("edit", "whole"), default="edit")
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--history-length", type=int, default=PromptSwitches().history_length)
