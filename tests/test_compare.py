@@ -381,28 +381,13 @@ def test_secrets_never_reach_the_table_or_the_json(two_runs, tmp_path, monkeypat
         assert "[REDACTED]" in text
 
 
-def bad_config(tmp_path: Path) -> Path:
-    run = write_run(tmp_path / "broken", [1.0, 2.0])
-    (run / "config.json").write_text('{"space": "nb201", ')
-    return run
-
-
-def list_summary(tmp_path: Path) -> Path:
-    run = write_run(tmp_path / "listy", [1.0, 2.0])
-    (run / "summary.json").write_text("[1, 2]")
-    return run
-
-
-def bad_lineage(tmp_path: Path) -> Path:
-    run = write_run(tmp_path / "lin", [1.0, 2.0])
-    (run / "lineage.json").write_text("{forked")
-    return run
-
-
-def binary_summary(tmp_path: Path) -> Path:
-    run = write_run(tmp_path / "binary", [1.0, 2.0])
-    (run / "summary.json").write_bytes(b"\xff\xfe\x00garbage")
-    return run
+def damaged(name: str, content: bytes):
+    """Return a maker of a finished run whose ``name`` file holds ``content``."""
+    def make(tmp_path: Path) -> Path:
+        run = write_run(tmp_path / "damaged", [1.0, 2.0])
+        (run / name).write_bytes(content)
+        return run
+    return make
 
 
 def empty_dir(tmp_path: Path) -> Path:
@@ -419,10 +404,10 @@ def a_file(tmp_path: Path) -> Path:
     (lambda tmp: tmp / "missing", "does not exist"),
     (a_file, "is a file, not a run directory"),
     (empty_dir, "is not a run directory"),
-    (bad_config, "config.json is not readable JSON"),
-    (list_summary, "summary.json holds a JSON list, not an object"),
-    (bad_lineage, "lineage.json is not readable JSON"),
-    (binary_summary, "cannot read"),
+    (damaged("config.json", b'{"space": "nb201", '), "config.json is not readable JSON"),
+    (damaged("summary.json", b"[1, 2]"), "summary.json holds a JSON list, not an object"),
+    (damaged("lineage.json", b"{forked"), "lineage.json is not readable JSON"),
+    (damaged("summary.json", b"\xff\xfe\x00garbage"), "cannot read"),
 ])
 def test_bad_run_directories_give_one_line_and_exit_2(two_runs, tmp_path, capsys, make_second,
                                                       expected):
