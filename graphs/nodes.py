@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from langgraph.config import get_stream_writer
@@ -283,8 +283,13 @@ def select_parents(state: SearchState, runtime: Runtime[SearchContext]) -> Comma
 
 
 def _llm_event(ctx: SearchContext, role: str, state: BranchState, attempt: int, temperature: float,
-               reply: Any, messages: list[dict], error: str | None, prompt_id: str, model: str) -> dict:
-    """Emit an ``llm_call`` event and return the counter increments it implies."""
+               reply: Any, messages: list[dict], error: str | None, prompt_id: str, model: str,
+               request: dict | None = None) -> dict:
+    """Emit an ``llm_call`` event and return the counter increments it implies.
+
+    ``request`` (the Designer's ``DesignRequest`` as a dict) goes to messages.jsonl with the
+    transcript, so ``benchmarks/prompt_replay.py`` can re-render the same step with other prompts.
+    """
     _emit(
         "llm_call", iteration=state["iteration"], slot=state["slot"], role=role, model=model,
         prompt_id=prompt_id, attempt=attempt, temperature=temperature,
@@ -295,6 +300,7 @@ def _llm_event(ctx: SearchContext, role: str, state: BranchState, attempt: int, 
         # for a call that failed in the end.
         retries=max(0, reply.attempts - 1) if reply is not None else None,
         messages=messages, response=getattr(reply, "text", ""),
+        **({"request": request} if request is not None else {}),
     )
     if reply is None:
         return {"llm_calls": 1}
@@ -332,7 +338,8 @@ def design(state: BranchState, runtime: Runtime[SearchContext]) -> dict:
     update: dict[str, Any] = {"attempt": attempt}
     update.update(_llm_event(ctx, "designer", state, attempt, temperature, result.reply,
                              result.messages, None if result.reply else error,
-                             ctx.designer.prompt.id, ctx.designer.model.name))
+                             ctx.designer.prompt.id, ctx.designer.model.name,
+                             request=asdict(request)))
     if result.ok:
         changes = ctx.space.diff(parent["arch"], result.child)
         _emit("proposal", iteration=iteration, slot=slot, attempt=attempt, ok=True,

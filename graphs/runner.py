@@ -32,6 +32,7 @@ from graphs.search import build_graph
 from graphs.state import new_search_state
 
 if typing.TYPE_CHECKING:
+    from agents.designer import Designer
     from graphs.trace import TraceWriter
 
 THREAD = {"configurable": {"thread_id": "search"}}
@@ -215,7 +216,6 @@ def load_run_truth(config: SearchConfig):
 
 def _build_agents(config: SearchConfig, run_dir: Path, stack: ExitStack, space, proxy,
                   extras: RunExtras | None = None):
-    from agents.designer import Designer, PromptSwitches
     from agents.llm_cache import LLMCache, LLMCacheError
     from agents.models import LLMError, ModelSpecError, check_model, load_chat_model
     from agents.reflector import Reflector
@@ -262,6 +262,18 @@ def _build_agents(config: SearchConfig, run_dir: Path, stack: ExitStack, space, 
     for model in models.values():
         if hasattr(model, "close"):
             stack.callback(model.close)
+    designer = build_designer(config, models[config.designer_model], space, proxy, designer_prompt)
+    reflector = None
+    if config.reflection:
+        reflector = Reflector(models[config.reflector_model], space=space, dataset=config.dataset,
+                              proxy=proxy, prompt=reflector_prompt)
+    return designer, reflector, models
+
+
+def build_designer(config: SearchConfig, model, space, proxy, prompt) -> Designer:
+    """Return the Designer a search with ``config`` uses (its prompt switches and budgets)."""
+    from agents.designer import Designer, PromptSwitches
+
     switches = PromptSwitches(
         text_description=config.text_description, code_description=config.code_description,
         proxy_code=config.proxy_code, reflection=config.reflection,
@@ -272,13 +284,8 @@ def _build_agents(config: SearchConfig, run_dir: Path, stack: ExitStack, space, 
         f"{name} <= {value:g}" for name, value in
         (("params", config.budget_params), ("FLOPs", config.budget_flops)) if value is not None
     )
-    designer = Designer(models[config.designer_model], space=space, dataset=config.dataset,
-                        proxy=proxy, prompt=designer_prompt, switches=switches, budgets=budgets)
-    reflector = None
-    if config.reflection:
-        reflector = Reflector(models[config.reflector_model], space=space, dataset=config.dataset,
-                              proxy=proxy, prompt=reflector_prompt)
-    return designer, reflector, models
+    return Designer(model, space=space, dataset=config.dataset, proxy=proxy, prompt=prompt,
+                    switches=switches, budgets=budgets)
 
 
 def open_evaluator(config: SearchConfig, run_dir: Path):

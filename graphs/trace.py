@@ -47,8 +47,8 @@ __all__ = ["MODES", "TraceWriter", "highlight_changes", "read_events"]
 MODES = ("live", "plain", "quiet")
 #: Events after which both files are fsync'ed (every line is flushed; this survives a crash).
 DURABLE_EVENTS = {"run_started", "population_updated", "run_finished"}
-#: Fields of ``llm_call`` that go to messages.jsonl only.
-TRANSCRIPT_FIELDS = ("messages", "response")
+#: Fields of ``llm_call`` that go to messages.jsonl only (``request``: the Designer's input).
+TRANSCRIPT_FIELDS = ("messages", "response", "request")
 #: Fields of ``llm_call`` repeated in messages.jsonl, to join the two files.
 TRANSCRIPT_KEYS = ("time", "iteration", "slot", "role", "model", "prompt_id", "attempt",
                    "temperature", "cached")
@@ -122,6 +122,8 @@ class TraceWriter:
                 transcript = {k: event.get(k) for k in TRANSCRIPT_KEYS}
                 transcript["messages"] = event.get("messages") or []
                 transcript["response"] = event.get("response")
+                if "request" in event:
+                    transcript["request"] = event["request"]
                 _append(self._messages, transcript)
             _append(self._events, record)
             if kind in DURABLE_EVENTS:
