@@ -601,14 +601,17 @@ def _v6_request(step: int, parent: str = PARENT, **kw) -> DesignRequest:
 
 @pytest.mark.parametrize("switches", [{}, {"history_length": 0}, {"reflection": False},
                                       {"output_form": "whole"}, {"pareto": True}])
-def test_v6_keeps_v5s_system_message(switches):
+@pytest.mark.parametrize("prompt_id", ["designer@v6", "designer@v7"])
+def test_v6_and_v7_keep_v5s_system_message(switches, prompt_id):
     req = _v6_request(3, feedback=["repeated the parent"], human_hint="try pools")
-    assert _v6(**switches).messages(req)[0] == _v6("designer@v5", **switches).messages(req)[0]
+    assert _v6(prompt_id, **switches).messages(req)[0] == \
+        _v6("designer@v5", **switches).messages(req)[0]
 
 
-def test_v6_writes_nothing_before_the_parent_that_depends_on_the_parent():
-    one = _v6().messages(_v6_request(4, parent="conv-pool-skip"))[1]["content"]
-    other = _v6().messages(_v6_request(4, parent="pool-skip-conv"))[1]["content"]
+@pytest.mark.parametrize("prompt_id", ["designer@v6", "designer@v7"])
+def test_v6_and_v7_write_nothing_before_the_parent_that_depends_on_the_parent(prompt_id):
+    one = _v6(prompt_id).messages(_v6_request(4, parent="conv-pool-skip"))[1]["content"]
+    other = _v6(prompt_id).messages(_v6_request(4, parent="pool-skip-conv"))[1]["content"]
     before_one, after_one = one.split("Parent: ")
     assert before_one == other.split("Parent: ")[0]
     assert after_one.startswith("conv-pool-skip (score 1234.0)\n")
@@ -626,10 +629,11 @@ def test_v6_next_call_repeats_the_last_ones_history_in_order():
         < then.index("Latest reflection") < then.index("Parent: ")
 
 
-def test_v6_shows_every_fact_v5_shows():
+@pytest.mark.parametrize("prompt_id", ["designer@v6", "designer@v7"])
+def test_v6_and_v7_show_every_fact_v5_shows(prompt_id):
     req = _v6_request(5, feedback=["repeated the parent"], human_hint="try pools")
     v5 = _v6("designer@v5", TOY_LOG_PROXY).messages(req)[1]["content"]
-    v6 = _v6(proxy=TOY_LOG_PROXY).messages(req)[1]["content"]
+    v6 = _v6(prompt_id, TOY_LOG_PROXY).messages(req)[1]["content"]
     for fact in [h["arch"] for h in V6_HISTORY[2:]] + ["3.091", "1.699", "lesson 2", "lesson 4",
                                                        "try pools", "repeated the parent"]:
         assert fact in v5 and fact in v6, fact
@@ -637,7 +641,24 @@ def test_v6_shows_every_fact_v5_shows():
     assert '"type"' not in v6 and v6.rstrip().endswith("Reply with the JSON object only.")
 
 
-def test_v6_writes_a_program_parent_in_a_fence():
+@pytest.mark.parametrize("prompt_id", ["designer@v6", "designer@v7"])
+def test_v6_and_v7_write_a_program_parent_in_a_fence(prompt_id):
     program = "def build():\n    return conv(3)\n"
-    user = _v6(output_form="whole").messages(request(parent=program, score=2.5))[1]["content"]
+    user = _v6(prompt_id, output_form="whole").messages(request(parent=program, score=2.5))[1][
+        "content"]
     assert "Parent: (score 2.5)\n```\ndef build():\n    return conv(3)\n```" in user
+
+
+def test_v7_is_v6_with_the_reflection_moved_after_the_parent():
+    """The Reflector's suggestion is the last thing read before this step's constraints (as in
+    v5); the lines before the parent, which a local server reuses, are v6's."""
+    req = _v6_request(5, feedback=["repeated the parent"], human_hint="try pools")
+    v6 = _v6().messages(req)[1]["content"].splitlines()
+    v7 = _v6("designer@v7").messages(req)[1]["content"].splitlines()
+    reflection = "Latest reflection: lesson 4"
+    parent = next(line for line in v6 if line.startswith("Parent: "))
+    assert reflection in v6 and reflection in v7
+    v6.remove(reflection)
+    v6.insert(v6.index(parent) + 1, reflection)
+    assert v7 == v6
+    assert v7[v7.index(parent) + 1] == reflection

@@ -111,4 +111,4 @@ def test_interactive_needs_a_prompt_that_shows_hints(tmp_path, capsys):
     model = repeating_script(tmp_path / "script.json", 0.0)
     assert main(_argv(model, tmp_path / "run", "--interactive", "--prompt", "designer@v4")) == 2
     err = capsys.readouterr().err
-    assert "--interactive" in err and "designer@v6" in err and err.count("\n") == 1
+    assert "--interactive" in err and "designer@v7" in err and err.count("\n") == 1
