@@ -95,7 +95,7 @@ def recorded_steps(run_dir: Path) -> list[dict]:
             raise UsageError(f"{transcript} does not record the Designer's requests (a run made "
                              "before they were recorded); replay a run made with this version")
         iteration = row["iteration"]
-        steps.append({"run": run_dir.name, "iteration": iteration, "temperature": row["temperature"],
+        steps.append({"run": run_dir, "iteration": iteration, "temperature": row["temperature"],
                       "request": row["request"],
                       "seen": {c for i, c in evaluated if i < iteration}})
     return steps
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> dict:
     known = {f.name for f in fields(DesignRequest)}
     outcomes: dict[str, list[dict]] = {p.id: [] for p in prompts}
     for number, step in enumerate(steps):
-        config = configs[next(r for r in args.runs if r.name == step["run"])]
+        config = configs[step["run"]]
         request_fields = {k: v for k, v in step["request"].items() if k in known}
         parent = request_fields["parent_arch"]
         parent_score = score(parent)
