@@ -109,9 +109,17 @@ def landlock_abi() -> int:
 
 
 def start_cli(argv: list[str], log: Path) -> subprocess.Popen:
+    # A suite started in the background by a script (`... &` without job control) inherits
+    # SIGINT ignored, and Python keeps it so; the CLI would then never see the test's Ctrl-C.
+    # A user's Ctrl-C reaches a CLI started from a terminal, so the child starts as such.
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen([sys.executable, "-m", "tools.train", *argv], cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(path: Path, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
