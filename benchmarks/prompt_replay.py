@@ -148,13 +148,17 @@ def run(args: argparse.Namespace) -> dict:
     check_model(model, timeout_s=600)
     known = {f.name for f in fields(DesignRequest)}
     outcomes: dict[str, list[dict]] = {p.id: [] for p in prompts}
+    # One Designer per run and prompt: building one renders the fixed system message (space
+    # text and code, proxy source), the same for every step of that run.
+    designers = {(run_dir, prompt.id): build_designer(config, model, space, proxy, prompt)
+                 for run_dir, config in configs.items() for prompt in prompts}
     for number, step in enumerate(steps):
         config = configs[step["run"]]
         request_fields = {k: v for k, v in step["request"].items() if k in known}
         parent = request_fields["parent_arch"]
         parent_score = score(parent)
         for prompt in prompts:
-            designer = build_designer(config, model, space, proxy, prompt)
+            designer = designers[step["run"], prompt.id]
             request = DesignRequest(**{**request_fields, "feedback": []})
             seen = step["seen"] | {space.canonical(parent)}
             start = time.monotonic()
