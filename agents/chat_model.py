@@ -32,6 +32,9 @@ class LLMReply:
 
     ``seconds`` is the wall time of ``complete`` including retries; ``attempts`` counts requests
     sent (0 for a cache hit, whose token counts are those of the original call and cost 0).
+    ``prompt_cached_tokens`` is how many of ``input_tokens`` the server took from its own prompt
+    cache, as it reports them (llama.cpp and OpenAI do; 0 when unreported or for a cache hit):
+    on a CPU a call costs roughly what it reads past that cache.
     """
 
     text: str
@@ -42,6 +45,7 @@ class LLMReply:
     cached: bool
     cost_usd: float
     attempts: int = 1
+    prompt_cached_tokens: int = 0
 
 
 def _to_langchain(messages: list[dict[str, str]]) -> list[BaseMessage]:
@@ -183,8 +187,12 @@ class ChatModel:
         temperature: float,
         seed: int,
         max_tokens: int,
-    ) -> tuple[str, int, int]:
-        """Send one request; return (text, input_tokens, output_tokens) or raise LLMError."""
+    ) -> tuple[str, int, int, int]:
+        """Send one request; return (text, input, output, server-cached input tokens).
+
+        Raises:
+            LLMError: the request failed or its reply is unusable.
+        """
         options: dict[str, Any] = {
             "temperature": temperature,
             "seed": seed,
@@ -212,6 +220,7 @@ class ChatModel:
         text = _text_of(reply)
         usage = reply.usage_metadata or {}
         n_in, n_out = int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+        n_cached = int((usage.get("input_token_details") or {}).get("cache_read") or 0)
         self._account(
             role, input_tokens=n_in, output_tokens=n_out, cost_usd=self._cost(n_in, n_out)
         )
@@ -232,7 +241,7 @@ class ChatModel:
             )
         if not text.strip():
             raise LLMError("empty", f"{self.name} returned an empty reply")
-        return text, n_in, n_out
+        return text, n_in, n_out, n_cached
 
     def complete(
         self,
@@ -288,7 +297,7 @@ class ChatModel:
             try:
                 # After a cut-off or empty reply, resample with another seed: the same seed
                 # reproduces the same reply on deterministic backends.
-                text, n_in, n_out = self._request(
+                text, n_in, n_out, n_cached = self._request(
                     role, messages, schema, temperature, seed + resamples, max_tokens
                 )
                 if schema is not None:  # JSON that never closes is a cut-off reply: retry it
@@ -322,6 +331,7 @@ class ChatModel:
                 cached=False,
                 cost_usd=self._cost(n_in, n_out),
                 attempts=attempt,
+                prompt_cached_tokens=n_cached,
             )
 
     def _parse_or_raise(

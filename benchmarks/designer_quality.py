@@ -13,6 +13,10 @@ Printed figures (``--json`` for one JSON object):
   median_seconds_cold   the first call (nothing cached yet: the whole prompt is prefilled)
   median_seconds_warm   every later call (the fixed system part is a cached prefix)
   peak_rss_mb           peak resident memory of this process (the embedded model runs in it)
+  mean_uncached_input_tokens_warm
+                        prompt tokens a warm call made the server read, i.e. not taken from
+                        its prompt cache as the server reports it (llama.cpp does); on a CPU a
+                        warm call costs about this times the prompt rate, plus the reply
   copied_example        fraction of calls that returned the worked example's edit verbatim
   example_edge_share    fraction of edit proposals on the example's edge (about 1/6 = 0.167
                         when the example does not steer the choice of edge)
@@ -146,6 +150,7 @@ def run(args: argparse.Namespace) -> dict:
     kinds: Counter[str] = Counter()
     tokens_in: list[int] = []
     tokens_out: list[int] = []
+    tokens_uncached: list[int | None] = []  # per call, None when the call got no reply
     for step, (parent, score) in enumerate(zip(parents, scores)):
         scored = [h for h in history if h["score"] is not None]
         best = (
@@ -173,6 +178,10 @@ def run(args: argparse.Namespace) -> dict:
             if result.reply:
                 tokens_in.append(result.reply.input_tokens)
                 tokens_out.append(result.reply.output_tokens)
+            tokens_uncached.append(
+                result.reply.input_tokens - result.reply.prompt_cached_tokens
+                if result.reply else None
+            )
             kinds[result.error_kind or "ok"] += 1
             if args.progress:
                 print(
@@ -201,6 +210,7 @@ def run(args: argparse.Namespace) -> dict:
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
     )
+    uncached_warm = [n for n in tokens_uncached[1:] if n is not None]
     system = designer.messages(DesignRequest(parents[0], scores[0], 1))[0]["content"]
     return {
         "valid_first_try": round(first_ok / args.calls, 3),
@@ -221,6 +231,9 @@ def run(args: argparse.Namespace) -> dict:
         "edges": dict(edges.most_common()),
         "mean_input_tokens": round(statistics.mean(tokens_in), 1) if tokens_in else None,
         "mean_output_tokens": round(statistics.mean(tokens_out), 1) if tokens_out else None,
+        "mean_uncached_input_tokens_warm": round(statistics.mean(uncached_warm), 1)
+        if uncached_warm
+        else None,
         "system_prompt_chars": len(system),
         "prompt": designer.prompt.id,
         "prompt_sha256": designer.prompt.sha256,

@@ -294,6 +294,8 @@ def _llm_event(ctx: SearchContext, role: str, state: BranchState, attempt: int, 
         "llm_call", iteration=state["iteration"], slot=state["slot"], role=role, model=model,
         prompt_id=prompt_id, attempt=attempt, temperature=temperature,
         input_tokens=getattr(reply, "input_tokens", 0), output_tokens=getattr(reply, "output_tokens", 0),
+        # Of input_tokens, those the server took from its own prompt cache (0 when unreported).
+        prompt_cached_tokens=getattr(reply, "prompt_cached_tokens", 0),
         cost_usd=getattr(reply, "cost_usd", 0.0), seconds=getattr(reply, "seconds", 0.0),
         cached=getattr(reply, "cached", False), ok=error is None, error=error,
         # Requests re-sent after a transient failure (429, 5xx, timeout, ...); unknown (null)

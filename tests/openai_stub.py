@@ -22,8 +22,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
-def completion(content: str | None, *, finish: str = "stop", refusal: str | None = None) -> dict:
-    """Return a chat-completions body with one choice."""
+def completion(
+    content: str | None,
+    *,
+    finish: str = "stop",
+    refusal: str | None = None,
+    cached_tokens: int | None = None,
+) -> dict:
+    """Return a chat-completions body with one choice (``cached_tokens``: as llama.cpp reports)."""
+    usage: dict[str, Any] = {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050}
+    if cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion",
@@ -36,7 +45,7 @@ def completion(content: str | None, *, finish: str = "stop", refusal: str | None
                 "message": {"role": "assistant", "content": content, "refusal": refusal},
             }
         ],
-        "usage": {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050},
+        "usage": usage,
     }
 
 

@@ -233,6 +233,11 @@ def test_real_embedded_model_returns_a_schema_valid_reply():
     assert "\n" not in reply.text and reply.text.startswith('{"arch": "|'), reply.text
     assert reply.input_tokens > 50 and reply.output_tokens > 5 and reply.cost_usd == 0.0
     assert model.name == "local:qwen2.5-coder-1.5b-instruct-q4_k_m"
+    # The same prompt again: llama.cpp reports it read all but the last token from its cache.
+    again = model.complete(
+        messages, role="designer", schema=Mutation, temperature=0.2, seed=2, max_tokens=200
+    )
+    assert again.input_tokens - 2 <= again.prompt_cached_tokens < again.input_tokens, again
 
 
 @pytest.mark.slow

@@ -383,6 +383,13 @@ def stub():
     server.close()
 
 
+def test_server_reported_prompt_cache_reaches_the_reply(stub):
+    model = load_chat_model(f"openai-compatible:{stub.url}:m", backoff_base=0.01)
+    stub.add(200, completion(valid("cached"), cached_tokens=960))
+    reply = model.complete(MSGS, role="designer", schema=Proposal, temperature=0.4, seed=5)
+    assert (reply.input_tokens, reply.prompt_cached_tokens) == (1000, 960)
+
+
 def test_openai_compatible_end_to_end(stub, tmp_path):
     model = load_chat_model(
         f"openai-compatible:{stub.url}:m", prices={"m": [2.0, 4.0]}, backoff_base=0.01
@@ -395,6 +402,7 @@ def test_openai_compatible_end_to_end(stub, tmp_path):
     )
     assert reply.parsed.rationale == "over http" and reply.attempts == 2
     assert (reply.input_tokens, reply.output_tokens) == (1000, 50)
+    assert reply.prompt_cached_tokens == 0  # the server reported no prompt cache
     assert reply.cost_usd == pytest.approx((1000 * 2.0 + 50 * 4.0) / 1e6)
     sent = stub.requests[-1]["body"]
     assert sent["model"] == "m" and sent["temperature"] == 0.4 and sent["seed"] == 5
