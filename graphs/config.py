@@ -87,7 +87,7 @@ class SearchConfig(RunSettings):
     concurrency: int = _doc("mutations run in parallel per step", default=1)
     designer_model: str = _doc("provider string of the Designer's model", default="local")
     reflector_model: str = _doc("provider string of the Reflector's model", default="local")
-    designer_prompt: str = _doc("prompt id of the Designer", default="designer@v5")
+    designer_prompt: str = _doc("prompt id of the Designer", default="designer@v7")
     reflector_prompt: str = _doc("prompt id of the Reflector", default="reflector@v2")
     text_description: bool = _doc("show the Designer the text description of the space", default=True)
     code_description: bool = _doc("show the Designer the source of the space", default=True)
